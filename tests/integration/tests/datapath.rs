@@ -1,0 +1,190 @@
+//! The datapath end to end: the embedded eBPF objects load, attach to a test-made cgroup and a
+//! veth in a test-made network namespace, act on real sockets and packets, survive their loader
+//! and are removed without a trace.
+//!
+//! Network safety: every address used here exists only inside namespaces these tests create.
+//! The node namespace has no default route, so if a program failed to attach, a connect() to
+//! the service address fails with ENETUNREACH instead of leaving the namespace.
+
+use std::{
+    io::Write as _,
+    net::{SocketAddrV4, TcpListener},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    thread,
+    time::Duration,
+};
+
+use serde_json::Value;
+use skiff_datapath::{
+    Attachment, Backend, Datapath, DatapathConfig, LbTable, PinnedLbMaps, Service, detach_all,
+    read_stats,
+};
+use skiff_test_support::{BpffsDir, Cgroup, NetNs, require_root, veth_pair};
+
+const VIP: &str = "10.96.0.10:80";
+const ENETUNREACH: i64 = 101;
+const ECONNREFUSED: i64 = 111;
+
+/// Runs netprobe in `ns` (and in `cgroup` when given) and returns its JSON report.
+fn probe(ns: &NetNs, cgroup: Option<&Cgroup>, args: &[&str]) -> Value {
+    let exe = env!("CARGO_BIN_EXE_netprobe");
+    let mut cmd = match cgroup {
+        Some(cg) => ns.command_in_cgroup(cg, exe),
+        None => ns.command(exe),
+    };
+    let out = cmd.args(args).output().expect("running netprobe");
+    assert!(
+        out.status.success(),
+        "netprobe {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("netprobe prints JSON")
+}
+
+/// A TCP server on 127.0.0.1 inside a namespace that answers each connection with its name.
+struct Server {
+    addr: SocketAddrV4,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(ns: &NetNs, name: &'static str) -> Self {
+        let (tx, rx) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread = ns.spawn(move || {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.set_nonblocking(true).expect("nonblocking");
+            tx.send(listener.local_addr().expect("local_addr"))
+                .expect("send addr");
+            while !stopping.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        let _ = stream.write_all(name.as_bytes());
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        let std::net::SocketAddr::V4(addr) = rx.recv().expect("server address") else {
+            unreachable!("bound to an IPv4 address")
+        };
+        Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn attach(
+    node: &NetNs,
+    config: &DatapathConfig,
+    cgroup: &Cgroup,
+    iface: &str,
+) -> (Attachment, Attachment) {
+    node.run(|| {
+        let mut datapath = Datapath::load(config.clone()).expect("loading the eBPF objects");
+        let sock = datapath
+            .attach_cgroup(cgroup.path())
+            .expect("attaching connect4");
+        let tc = datapath.attach_tc(iface).expect("attaching tc");
+        (sock, tc)
+    })
+}
+
+#[test]
+#[ignore = "needs root: netns, cgroup v2, bpf()"]
+fn datapath_loads_attaches_and_acts_in_test_namespaces_only() {
+    require_root();
+    let node = NetNs::new("node");
+    let peer = NetNs::new("peer");
+    let (node_if, _) = veth_pair(&node, "198.18.0.1/24", &peer, "198.18.0.2/24");
+    let cgroup = Cgroup::new("cg");
+    let pins = BpffsDir::new("pins");
+    let server = Server::start(&node, "backend-a");
+
+    let before = probe(&node, Some(&cgroup), &["tcp", VIP]);
+    assert_eq!(
+        before["errno"], ENETUNREACH,
+        "no route to the VIP before attaching: {before}"
+    );
+
+    let config = DatapathConfig {
+        bpffs: pins.path().to_owned(),
+        ..DatapathConfig::default()
+    };
+    let attached = attach(&node, &config, &cgroup, &node_if);
+    assert_eq!(attached, (Attachment::Attached, Attachment::Attached));
+    // The loader is gone now: from here on the programs run from their pinned links alone.
+
+    let mut table = LbTable::open(PinnedLbMaps::open(pins.path()).unwrap()).unwrap();
+    let vip = VIP.parse().unwrap();
+    table
+        .upsert(&Service::new(vip, vec![Backend::active(server.addr)]))
+        .unwrap();
+
+    let inside = probe(&node, Some(&cgroup), &["tcp", VIP]);
+    assert_eq!(inside["ok"], true, "connect from the cgroup: {inside}");
+    assert_eq!(inside["reply"], "backend-a");
+    let outside = probe(&node, None, &["tcp", VIP]);
+    assert_eq!(
+        outside["errno"], ENETUNREACH,
+        "outside the cgroup nothing changes: {outside}"
+    );
+    assert!(read_stats(pins.path()).unwrap().sock4_translated >= 1);
+
+    table.upsert(&Service::new(vip, vec![])).unwrap();
+    let refused = probe(&node, Some(&cgroup), &["tcp", VIP]);
+    assert_eq!(
+        refused["errno"], ECONNREFUSED,
+        "zero backends fails fast: {refused}"
+    );
+    assert!(read_stats(pins.path()).unwrap().sock4_no_backend >= 1);
+
+    let stats_before = read_stats(pins.path()).unwrap();
+    let sent = probe(&peer, None, &["udp-send", "198.18.0.1:9", "5"]);
+    assert_eq!(sent["sent"], 5, "{sent}");
+    let stats_after = read_stats(pins.path()).unwrap();
+    assert!(
+        stats_after.tc_ipv4 - stats_before.tc_ipv4 >= 5,
+        "the tc program saw the datagrams: {stats_before:?} -> {stats_after:?}"
+    );
+
+    // A restarted loader finds the pinned links and leaves them running.
+    let adopted = attach(&node, &config, &cgroup, &node_if);
+    assert_eq!(adopted, (Attachment::Adopted, Attachment::Adopted));
+    table
+        .upsert(&Service::new(vip, vec![Backend::active(server.addr)]))
+        .unwrap();
+    assert_eq!(
+        probe(&node, Some(&cgroup), &["tcp", VIP])["reply"],
+        "backend-a"
+    );
+
+    drop(table);
+    let removed = detach_all(pins.path()).unwrap();
+    assert!(
+        removed.len() >= 5,
+        "links and maps were pinned: {removed:?}"
+    );
+    let detached = probe(&node, Some(&cgroup), &["tcp", VIP]);
+    assert_eq!(
+        detached["errno"], ENETUNREACH,
+        "detached programs no longer act: {detached}"
+    );
+}

@@ -1,0 +1,26 @@
+//! skiff-datapath: loads, attaches and pins skiff's eBPF programs, and gives typed access to
+//! their maps. It knows nothing of Kubernetes: callers speak in frontends and backends.
+//!
+//! ```text
+//!  LbTable (one writer: ids, slot banks, refcounts)
+//!     │ LbMaps trait
+//!     ├── PinnedLbMaps ── bpf() on maps pinned under <bpffs>/maps
+//!     └── FakeLbMaps   ── in memory, for tests (checks the datapath's invariants on every write)
+//!  Datapath ── loads the embedded objects, attaches programs, pins links under <bpffs>/links
+//! ```
+
+mod loader;
+mod maps;
+mod model;
+mod pinned;
+mod table;
+
+pub use loader::{
+    Attachment, Datapath, DatapathConfig, LoadError, attachments, cgroup2_mount, detach_all,
+};
+pub use maps::{FakeLbMaps, LbMaps, MapsError};
+pub use model::{
+    Algorithm, Backend, BackendState, Frontend, ParseError, Protocol, Scope, Service, ServiceKind,
+};
+pub use pinned::{PinnedLbMaps, Stats, read_stats};
+pub use table::{LbTable, TableError};

@@ -1,0 +1,319 @@
+//! Loading the embedded eBPF objects, attaching their programs and pinning everything, so the
+//! programs keep working after the loader exits and a restarted loader adopts them.
+//!
+//! Layout of a bpffs directory (default `/sys/fs/bpf/skiff`):
+//! `maps/<NAME>` for every map, `links/<attach point>` for every attached program.
+
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{
+        CgroupSockAddr, ProgramError, SchedClassifier, TcAttachType,
+        links::{CgroupAttachMode, FdLink, LinkError, PinnedLink},
+    },
+};
+use serde::Serialize;
+use skiff_ebpf_common::{DEFAULT_BACKENDS_MAX, DEFAULT_SERVICES_MAX, MAP_BACKENDS4, MAP_SERVICES4};
+
+use crate::pinned::maps_dir;
+
+static SOCK_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/skiff-sock"));
+static TC_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/skiff-tc"));
+
+const PROG_CONNECT4: &str = "skiff_connect4";
+const PROG_TC_INGRESS: &str = "skiff_tc_ingress";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "this binary was built without its eBPF objects (AYA_BUILD_SKIP or clippy); \
+         rebuild with a plain `cargo build` after `cargo xtask setup`"
+    )]
+    NotBuilt,
+    #[error("loading the {object} eBPF object (maps pinned under {pins}): {source}")]
+    Load {
+        object: &'static str,
+        pins: PathBuf,
+        // Boxed: aya's error types are hundreds of bytes, and every Result here carries them.
+        #[source]
+        source: Box<aya::EbpfError>,
+    },
+    #[error("the eBPF object has no program {0}")]
+    MissingProgram(&'static str),
+    #[error("{action} program {program}: {source}")]
+    Program {
+        action: &'static str,
+        program: &'static str,
+        #[source]
+        source: Box<ProgramError>,
+    },
+    #[error("pinning link {path}: {source}")]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error(
+        "link of {program} cannot be pinned (kernel older than 6.6 attaches tc without links): {source}"
+    )]
+    Link {
+        program: &'static str,
+        #[source]
+        source: LinkError,
+    },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Where to pin and how big to make the maps. Sizes apply only when a map is created: an
+/// existing pinned map is adopted as it is, never resized (that would drop every flow in it).
+#[derive(Debug, Clone)]
+pub struct DatapathConfig {
+    /// bpffs directory for maps and links.
+    pub bpffs: PathBuf,
+    /// Capacity of the service map (records plus backend slots).
+    pub services_max: u32,
+    /// Capacity of the backend map.
+    pub backends_max: u32,
+}
+
+impl Default for DatapathConfig {
+    fn default() -> Self {
+        Self {
+            bpffs: PathBuf::from("/sys/fs/bpf/skiff"),
+            services_max: DEFAULT_SERVICES_MAX,
+            backends_max: DEFAULT_BACKENDS_MAX,
+        }
+    }
+}
+
+/// What an attach call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Attachment {
+    /// The program was attached and its link pinned now.
+    Attached,
+    /// A pinned link was already there and was left running untouched.
+    Adopted,
+}
+
+/// The loaded objects. Dropping this leaves everything pinned in place.
+pub struct Datapath {
+    config: DatapathConfig,
+    sock: Ebpf,
+    tc: Ebpf,
+}
+
+impl std::fmt::Debug for Datapath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Datapath")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Datapath {
+    /// Loads both objects, creating the maps under `config.bpffs` or adopting the pinned ones.
+    pub fn load(config: DatapathConfig) -> Result<Self, LoadError> {
+        if SOCK_OBJECT.is_empty() || TC_OBJECT.is_empty() {
+            return Err(LoadError::NotBuilt);
+        }
+        let maps = maps_dir(&config.bpffs);
+        for dir in [&maps, &links_dir(&config.bpffs)] {
+            fs::create_dir_all(dir).map_err(|source| LoadError::Io {
+                what: "creating bpffs directory (is its parent on a bpf filesystem?)",
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let load = |object: &'static str, bytes: &[u8]| {
+            EbpfLoader::new()
+                .default_map_pin_directory(&maps)
+                .map_max_entries(MAP_SERVICES4, config.services_max)
+                .map_max_entries(MAP_BACKENDS4, config.backends_max)
+                .load(bytes)
+                .map_err(|source| LoadError::Load {
+                    object,
+                    pins: maps.clone(),
+                    source: Box::new(source),
+                })
+        };
+        let sock = load("skiff-sock", SOCK_OBJECT)?;
+        let tc = load("skiff-tc", TC_OBJECT)?;
+        Ok(Self { config, sock, tc })
+    }
+
+    #[must_use]
+    pub const fn config(&self) -> &DatapathConfig {
+        &self.config
+    }
+
+    /// Attaches the socket load balancer to a cgroup v2 directory: every process in it (and in
+    /// its descendants) gets service addresses translated at connect().
+    pub fn attach_cgroup(&mut self, cgroup: &Path) -> Result<Attachment, LoadError> {
+        let pin = links_dir(&self.config.bpffs).join("cgroup-connect4");
+        if adopt(&pin) {
+            return Ok(Attachment::Adopted);
+        }
+        let cgroup_dir = fs::File::open(cgroup).map_err(|source| LoadError::Io {
+            what: "opening cgroup",
+            path: cgroup.to_owned(),
+            source,
+        })?;
+        let prog: &mut CgroupSockAddr = program(&mut self.sock, PROG_CONNECT4)?;
+        let err = |action| prog_err(action, PROG_CONNECT4);
+        if prog.fd().is_err() {
+            prog.load().map_err(err("loading"))?;
+        }
+        let id = prog
+            .attach(cgroup_dir, CgroupAttachMode::Single)
+            .map_err(err("attaching"))?;
+        let link: FdLink = prog
+            .take_link(id)
+            .map_err(err("taking link of"))?
+            .try_into()
+            .map_err(|source| LoadError::Link {
+                program: PROG_CONNECT4,
+                source,
+            })?;
+        pin_link(link, &pin)?;
+        Ok(Attachment::Attached)
+    }
+
+    /// Attaches the tc program to the ingress of `iface`, an interface of the calling thread's
+    /// network namespace.
+    pub fn attach_tc(&mut self, iface: &str) -> Result<Attachment, LoadError> {
+        let pin = links_dir(&self.config.bpffs).join(format!("tc-ingress-{iface}"));
+        if adopt(&pin) {
+            return Ok(Attachment::Adopted);
+        }
+        let prog: &mut SchedClassifier = program(&mut self.tc, PROG_TC_INGRESS)?;
+        let err = |action| prog_err(action, PROG_TC_INGRESS);
+        if prog.fd().is_err() {
+            prog.load().map_err(err("loading"))?;
+        }
+        let id = prog
+            .attach(iface, TcAttachType::Ingress)
+            .map_err(err("attaching"))?;
+        let link: FdLink = prog
+            .take_link(id)
+            .map_err(err("taking link of"))?
+            .try_into()
+            .map_err(|source| LoadError::Link {
+                program: PROG_TC_INGRESS,
+                source,
+            })?;
+        pin_link(link, &pin)?;
+        Ok(Attachment::Attached)
+    }
+}
+
+/// The pinned links of a bpffs directory, by attach point name.
+pub fn attachments(bpffs: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(links_dir(bpffs))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Detaches every program and removes every map pinned under `bpffs`, then the directory.
+/// Programs stop acting once their last link is gone. Returns the pins removed.
+pub fn detach_all(bpffs: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let mut removed = Vec::new();
+    for dir in [links_dir(bpffs), maps_dir(bpffs)] {
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(source) => {
+                return Err(LoadError::Io {
+                    what: "listing",
+                    path: dir,
+                    source,
+                });
+            }
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            fs::remove_file(&path).map_err(|source| LoadError::Io {
+                what: "removing pin",
+                path: path.clone(),
+                source,
+            })?;
+            removed.push(path);
+        }
+        remove_dir_if_present(&dir)?;
+    }
+    remove_dir_if_present(bpffs)?;
+    Ok(removed)
+}
+
+fn remove_dir_if_present(dir: &Path) -> Result<(), LoadError> {
+    match fs::remove_dir(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(LoadError::Io {
+            what: "removing directory",
+            path: dir.to_owned(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn links_dir(bpffs: &Path) -> PathBuf {
+    bpffs.join("links")
+}
+
+/// A pinned link that still opens is a program attached by an earlier run: keep it.
+fn adopt(pin: &Path) -> bool {
+    PinnedLink::from_pin(pin).is_ok()
+}
+
+fn pin_link(link: FdLink, pin: &Path) -> Result<(), LoadError> {
+    // A stale pin (e.g. of a link whose interface is gone) would make pinning fail.
+    let _ = fs::remove_file(pin);
+    link.pin(pin).map_err(|source| LoadError::Pin {
+        path: pin.to_owned(),
+        source,
+    })?;
+    Ok(())
+}
+
+fn prog_err(action: &'static str, program: &'static str) -> impl FnOnce(ProgramError) -> LoadError {
+    move |source| LoadError::Program {
+        action,
+        program,
+        source: Box::new(source),
+    }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(LoadError::MissingProgram(name))?
+        .try_into()
+        .map_err(prog_err("finding", name))
+}
+
+/// Where the cgroup v2 hierarchy is mounted: `/sys/fs/cgroup/unified` on hybrid hosts (these
+/// machines), `/sys/fs/cgroup` on pure v2 hosts. `None` when there is none.
+#[must_use]
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("cgroup.subtree_control").exists())
+}

@@ -1,0 +1,130 @@
+//! The kernel maps behind a trait: `PinnedLbMaps` (real, in pinned.rs) and `FakeLbMaps` (here).
+
+use std::collections::BTreeMap;
+
+use skiff_ebpf_common::{Backend4, Lb4Key, Lb4Service};
+
+/// A failed map operation.
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    #[error(
+        "opening pinned map {path}: {source} (is the datapath attached? try `skiff datapath attach`)"
+    )]
+    Open {
+        path: String,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("{op} on map {map} failed: {source}")]
+    Op {
+        op: &'static str,
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("injected fault in {op} (FakeLbMaps::fail_after)")]
+    Injected { op: &'static str },
+}
+
+/// Raw access to the load-balancing maps, one operation per kernel map update. Everything
+/// above this trait (ids, banks, refcounts) lives in [`crate::LbTable`], so it is tested once
+/// against [`FakeLbMaps`] and runs unchanged on the real maps.
+pub trait LbMaps {
+    fn update_service(&mut self, key: &Lb4Key, value: &Lb4Service) -> Result<(), MapsError>;
+    fn delete_service(&mut self, key: &Lb4Key) -> Result<(), MapsError>;
+    fn update_backend(&mut self, id: u32, value: &Backend4) -> Result<(), MapsError>;
+    fn delete_backend(&mut self, id: u32) -> Result<(), MapsError>;
+    fn dump_services(&self) -> Result<Vec<(Lb4Key, Lb4Service)>, MapsError>;
+    fn dump_backends(&self) -> Result<Vec<(u32, Backend4)>, MapsError>;
+}
+
+/// In-memory maps for tests. After every single write it checks what the kernel programs rely
+/// on: every live slot of every service record exists and names an existing backend. A writer
+/// that ever leaves a half-written backend set visible fails the test at that write.
+#[derive(Debug, Default, Clone)]
+pub struct FakeLbMaps {
+    pub services: BTreeMap<Lb4Key, Lb4Service>,
+    pub backends: BTreeMap<u32, Backend4>,
+    /// Number of writes performed so far.
+    pub writes: usize,
+    fail_after: Option<usize>,
+}
+
+impl FakeLbMaps {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes every write after the first `n` fail, like a full map or a failing syscall would.
+    pub fn fail_after(&mut self, n: Option<usize>) {
+        self.fail_after = n;
+    }
+
+    fn write(&mut self, op: &'static str) -> Result<(), MapsError> {
+        if self.fail_after.is_some_and(|n| self.writes >= n) {
+            return Err(MapsError::Injected { op });
+        }
+        self.writes += 1;
+        Ok(())
+    }
+
+    /// Panics with a description when a live slot or backend is missing.
+    pub fn assert_consistent(&self) {
+        for (key, svc) in self.services.iter().filter(|(k, _)| k.slot == 0) {
+            let total = svc.count + svc.qcount;
+            for n in 1..=total {
+                let slot_key = key.backend_slot(svc.bank_bit(), n);
+                let slot = self.services.get(&slot_key).unwrap_or_else(|| {
+                    panic!(
+                        "service {key:?} bank {} is missing slot {n} of {total}",
+                        svc.bank
+                    )
+                });
+                assert!(
+                    self.backends.contains_key(&slot.backend_id),
+                    "service {key:?} slot {n} names backend {} which does not exist",
+                    slot.backend_id
+                );
+            }
+        }
+    }
+}
+
+impl LbMaps for FakeLbMaps {
+    fn update_service(&mut self, key: &Lb4Key, value: &Lb4Service) -> Result<(), MapsError> {
+        self.write("update service")?;
+        self.services.insert(*key, *value);
+        self.assert_consistent();
+        Ok(())
+    }
+
+    fn delete_service(&mut self, key: &Lb4Key) -> Result<(), MapsError> {
+        self.write("delete service")?;
+        self.services.remove(key);
+        self.assert_consistent();
+        Ok(())
+    }
+
+    fn update_backend(&mut self, id: u32, value: &Backend4) -> Result<(), MapsError> {
+        self.write("update backend")?;
+        self.backends.insert(id, *value);
+        self.assert_consistent();
+        Ok(())
+    }
+
+    fn delete_backend(&mut self, id: u32) -> Result<(), MapsError> {
+        self.write("delete backend")?;
+        self.backends.remove(&id);
+        self.assert_consistent();
+        Ok(())
+    }
+
+    fn dump_services(&self) -> Result<Vec<(Lb4Key, Lb4Service)>, MapsError> {
+        Ok(self.services.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+
+    fn dump_backends(&self) -> Result<Vec<(u32, Backend4)>, MapsError> {
+        Ok(self.backends.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+}

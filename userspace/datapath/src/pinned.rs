@@ -1,0 +1,124 @@
+//! The real maps: opened from their pins under `<bpffs>/maps`, so this works the same from the
+//! agent, from the CLI and while no agent runs at all.
+
+use std::path::{Path, PathBuf};
+
+use aya::maps::{HashMap, Map, MapData, PerCpuArray};
+use serde::Serialize;
+use skiff_ebpf_common::{
+    Backend4, Lb4Key, Lb4Service, MAP_BACKENDS4, MAP_SERVICES4, MAP_STATS, STAT_LB_SLOT_MISS,
+    STAT_SOCK4_NO_BACKEND, STAT_SOCK4_TRANSLATED, STAT_TC_IPV4, STAT_TC_PACKETS,
+};
+
+use crate::{LbMaps, MapsError};
+
+/// Where the maps of a bpffs directory are pinned.
+#[must_use]
+pub fn maps_dir(bpffs: &Path) -> PathBuf {
+    bpffs.join("maps")
+}
+
+fn open(bpffs: &Path, name: &str) -> Result<MapData, MapsError> {
+    let path = maps_dir(bpffs).join(name);
+    MapData::from_pin(&path).map_err(|source| MapsError::Open {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn op_err(op: &'static str, map: &'static str) -> impl FnOnce(aya::maps::MapError) -> MapsError {
+    move |source| MapsError::Op { op, map, source }
+}
+
+/// The pinned service and backend maps.
+pub struct PinnedLbMaps {
+    services: HashMap<MapData, Lb4Key, Lb4Service>,
+    backends: HashMap<MapData, u32, Backend4>,
+}
+
+impl std::fmt::Debug for PinnedLbMaps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinnedLbMaps").finish_non_exhaustive()
+    }
+}
+
+impl PinnedLbMaps {
+    /// Opens the maps pinned under `bpffs` (the directory given to [`crate::Datapath::load`]).
+    pub fn open(bpffs: &Path) -> Result<Self, MapsError> {
+        let services = HashMap::try_from(Map::HashMap(open(bpffs, MAP_SERVICES4)?))
+            .map_err(op_err("open", MAP_SERVICES4))?;
+        let backends = HashMap::try_from(Map::HashMap(open(bpffs, MAP_BACKENDS4)?))
+            .map_err(op_err("open", MAP_BACKENDS4))?;
+        Ok(Self { services, backends })
+    }
+}
+
+impl LbMaps for PinnedLbMaps {
+    fn update_service(&mut self, key: &Lb4Key, value: &Lb4Service) -> Result<(), MapsError> {
+        self.services
+            .insert(key, value, 0)
+            .map_err(op_err("update", MAP_SERVICES4))
+    }
+
+    fn delete_service(&mut self, key: &Lb4Key) -> Result<(), MapsError> {
+        match self.services.remove(key) {
+            Err(aya::maps::MapError::KeyNotFound) | Ok(()) => Ok(()),
+            Err(e) => Err(op_err("delete", MAP_SERVICES4)(e)),
+        }
+    }
+
+    fn update_backend(&mut self, id: u32, value: &Backend4) -> Result<(), MapsError> {
+        self.backends
+            .insert(id, value, 0)
+            .map_err(op_err("update", MAP_BACKENDS4))
+    }
+
+    fn delete_backend(&mut self, id: u32) -> Result<(), MapsError> {
+        match self.backends.remove(&id) {
+            Err(aya::maps::MapError::KeyNotFound) | Ok(()) => Ok(()),
+            Err(e) => Err(op_err("delete", MAP_BACKENDS4)(e)),
+        }
+    }
+
+    fn dump_services(&self) -> Result<Vec<(Lb4Key, Lb4Service)>, MapsError> {
+        self.services
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(op_err("dump", MAP_SERVICES4))
+    }
+
+    fn dump_backends(&self) -> Result<Vec<(u32, Backend4)>, MapsError> {
+        self.backends
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(op_err("dump", MAP_BACKENDS4))
+    }
+}
+
+/// The datapath's counters, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    pub sock4_translated: u64,
+    pub sock4_no_backend: u64,
+    pub lb_slot_miss: u64,
+    pub tc_packets: u64,
+    pub tc_ipv4: u64,
+}
+
+/// Reads the pinned counters.
+pub fn read_stats(bpffs: &Path) -> Result<Stats, MapsError> {
+    let map: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(Map::PerCpuArray(open(bpffs, MAP_STATS)?))
+            .map_err(op_err("open", MAP_STATS))?;
+    let sum = |index: u32| -> Result<u64, MapsError> {
+        let values = map.get(&index, 0).map_err(op_err("lookup", MAP_STATS))?;
+        Ok(values.iter().sum())
+    };
+    Ok(Stats {
+        sock4_translated: sum(STAT_SOCK4_TRANSLATED)?,
+        sock4_no_backend: sum(STAT_SOCK4_NO_BACKEND)?,
+        lb_slot_miss: sum(STAT_LB_SLOT_MISS)?,
+        tc_packets: sum(STAT_TC_PACKETS)?,
+        tc_ipv4: sum(STAT_TC_IPV4)?,
+    })
+}

@@ -1,0 +1,529 @@
+//! `LbTable`: the one writer of the load-balancing maps. It owns backend ids, reverse-NAT
+//! indexes and slot banks, and rebuilds all of them from the maps on open, so a restarted agent
+//! (or the CLI) picks up exactly what the kernel is using.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::{Ipv4Addr, SocketAddrV4},
+};
+
+use skiff_ebpf_common::{
+    BACKEND_FLAG_LOCAL, Backend4, Lb4Key, Lb4Service, MAX_BACKENDS_PER_SERVICE, SLOT_BANK_BIT,
+};
+
+use crate::{Algorithm, Backend, BackendState, Frontend, LbMaps, MapsError, Service, ServiceKind};
+
+/// A backend is shared by every service that names the same address, port and protocol.
+type BackendIdentity = (SocketAddrV4, u8);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+    #[error("service {frontend} has {count} backends; at most {max} fit in one service", max = MAX_BACKENDS_PER_SERVICE)]
+    TooManyBackends { frontend: Frontend, count: usize },
+    #[error("no free reverse-NAT index: {} frontends exist already", u16::MAX)]
+    RevNatExhausted,
+    #[error("no free backend id")]
+    BackendIdsExhausted,
+}
+
+#[derive(Debug, Clone)]
+struct ServiceState {
+    record: Lb4Service,
+    /// Backend ids of the live bank, active ones first (as in the slots).
+    backend_ids: Vec<u32>,
+}
+
+#[derive(Debug, Clone)]
+struct BackendEntry {
+    id: u32,
+    value: Backend4,
+    /// Number of service slots naming this backend.
+    refs: u32,
+}
+
+/// The writer of the service and backend maps.
+#[derive(Debug)]
+pub struct LbTable<M> {
+    maps: M,
+    services: BTreeMap<Lb4Key, ServiceState>,
+    backends: HashMap<BackendIdentity, BackendEntry>,
+    identity_by_id: HashMap<u32, BackendIdentity>,
+    rev_nat_used: BTreeSet<u16>,
+    next_backend_id: u32,
+}
+
+impl<M: LbMaps> LbTable<M> {
+    /// Adopts what the maps hold. Leftovers of an interrupted writer (slots of an idle bank,
+    /// backends no slot names) are removed; live records and slots are never touched.
+    pub fn open(mut maps: M) -> Result<Self, TableError> {
+        let dump = maps.dump_services()?;
+        let all: HashMap<Lb4Key, Lb4Service> = dump.iter().copied().collect();
+        let mut services = BTreeMap::new();
+        let mut live_slots = BTreeSet::new();
+        for (key, record) in dump.iter().filter(|(k, _)| k.slot == 0) {
+            let mut backend_ids = Vec::new();
+            for n in 1..=record.count + record.qcount {
+                let slot_key = key.backend_slot(record.bank_bit(), n);
+                if let Some(slot) = all.get(&slot_key) {
+                    backend_ids.push(slot.backend_id);
+                    live_slots.insert(slot_key);
+                }
+            }
+            services.insert(
+                *key,
+                ServiceState {
+                    record: *record,
+                    backend_ids,
+                },
+            );
+        }
+        for (key, _) in dump.iter().filter(|(k, _)| k.slot != 0) {
+            if !live_slots.contains(key) {
+                maps.delete_service(key)?;
+            }
+        }
+
+        let mut refs: HashMap<u32, u32> = HashMap::new();
+        for id in services.values().flat_map(|s| &s.backend_ids) {
+            *refs.entry(*id).or_default() += 1;
+        }
+        let mut backends = HashMap::new();
+        let mut identity_by_id = HashMap::new();
+        let mut max_id = 0;
+        for (id, value) in maps.dump_backends()? {
+            let Some(&count) = refs.get(&id) else {
+                maps.delete_backend(id)?;
+                continue;
+            };
+            let identity = identity_of(&value);
+            max_id = max_id.max(id);
+            identity_by_id.insert(id, identity);
+            backends.insert(
+                identity,
+                BackendEntry {
+                    id,
+                    value,
+                    refs: count,
+                },
+            );
+        }
+        let rev_nat_used = services.values().map(|s| s.record.rev_nat_id).collect();
+        Ok(Self {
+            maps,
+            services,
+            backends,
+            identity_by_id,
+            rev_nat_used,
+            next_backend_id: max_id.wrapping_add(1).max(1),
+        })
+    }
+
+    /// Installs or replaces a service. The new backend set is written into the idle slot bank
+    /// and published by a single update of the service record, so the datapath sees either the
+    /// old set or the new one, never a mix. Unchanged services cost no map write.
+    pub fn upsert(&mut self, service: &Service) -> Result<(), TableError> {
+        let key = service.frontend.key();
+        let proto = service.frontend.protocol.number();
+        let mut seen = BTreeSet::new();
+        let wanted: Vec<&Backend> = service
+            .backends
+            .iter()
+            .filter(|b| seen.insert(b.address))
+            .collect();
+        if wanted.len() > usize::from(MAX_BACKENDS_PER_SERVICE) {
+            return Err(TableError::TooManyBackends {
+                frontend: service.frontend,
+                count: wanted.len(),
+            });
+        }
+        let (active, inactive): (Vec<&Backend>, Vec<&Backend>) = wanted
+            .into_iter()
+            .partition(|b| b.state == BackendState::Active);
+
+        let prev = self.services.get(&key).cloned();
+        let rev_nat_id = match &prev {
+            Some(p) => p.record.rev_nat_id,
+            None => self.free_rev_nat()?,
+        };
+
+        let mut ids = Vec::with_capacity(active.len() + inactive.len());
+        let result = (|| {
+            for backend in active.iter().chain(&inactive) {
+                ids.push(self.ensure_backend(backend, proto)?);
+            }
+            Ok::<_, TableError>(())
+        })();
+        if let Err(err) = result {
+            self.release_unreferenced()?;
+            return Err(err);
+        }
+
+        let mut record = Lb4Service {
+            backend_id: 0,
+            count: active.len() as u16,
+            qcount: inactive.len() as u16,
+            rev_nat_id,
+            flags: service.flags(),
+            affinity_timeout: service.affinity_timeout,
+            algorithm: service.algorithm.number(),
+            bank: 0,
+            _pad: [0; 2],
+        };
+        if let Some(p) = &prev {
+            record.bank = p.record.bank;
+            if p.record == record && p.backend_ids == ids {
+                return Ok(());
+            }
+            record.bank = 1 - p.record.bank;
+        }
+
+        let bank_bit = record.bank_bit();
+        for (n, id) in ids.iter().enumerate() {
+            let slot = Lb4Service {
+                backend_id: *id,
+                ..Lb4Service::default()
+            };
+            // n < MAX_BACKENDS_PER_SERVICE, checked above.
+            self.maps
+                .update_service(&key.backend_slot(bank_bit, n as u16 + 1), &slot)?;
+        }
+        self.maps.update_service(&key, &record)?;
+        self.rev_nat_used.insert(rev_nat_id);
+        for id in &ids {
+            self.add_ref(*id, 1);
+        }
+        let state = ServiceState {
+            record,
+            backend_ids: ids,
+        };
+        if let Some(prev) = self.services.insert(key, state) {
+            self.retire(&key, &prev)?;
+        }
+        Ok(())
+    }
+
+    /// Removes a service; `false` when there was none.
+    pub fn delete(&mut self, frontend: &Frontend) -> Result<bool, TableError> {
+        let key = frontend.key();
+        let Some(prev) = self.services.get(&key).cloned() else {
+            return Ok(false);
+        };
+        self.maps.delete_service(&key)?;
+        self.services.remove(&key);
+        self.rev_nat_used.remove(&prev.record.rev_nat_id);
+        self.retire(&key, &prev)?;
+        Ok(true)
+    }
+
+    /// Every service, sorted by frontend.
+    #[must_use]
+    pub fn list(&self) -> Vec<Service> {
+        let mut out: Vec<Service> = self
+            .services
+            .iter()
+            .filter_map(|(key, state)| self.describe(key, state))
+            .collect();
+        out.sort_by_key(|s| s.frontend);
+        out
+    }
+
+    /// One service, as the maps hold it.
+    #[must_use]
+    pub fn get(&self, frontend: &Frontend) -> Option<Service> {
+        let key = frontend.key();
+        self.describe(&key, self.services.get(&key)?)
+    }
+
+    /// The reverse-NAT index of a frontend.
+    #[must_use]
+    pub fn rev_nat_id(&self, frontend: &Frontend) -> Option<u16> {
+        Some(self.services.get(&frontend.key())?.record.rev_nat_id)
+    }
+
+    /// The maps underneath (for tests and inspection).
+    pub const fn maps(&self) -> &M {
+        &self.maps
+    }
+
+    fn describe(&self, key: &Lb4Key, state: &ServiceState) -> Option<Service> {
+        let frontend = Frontend::from_key(key)?;
+        let backends = state
+            .backend_ids
+            .iter()
+            .filter_map(|id| {
+                let identity = self.identity_by_id.get(id)?;
+                let entry = self.backends.get(identity)?;
+                Some(Backend {
+                    address: identity.0,
+                    state: BackendState::from_number(entry.value.state),
+                    local: entry.value.flags & BACKEND_FLAG_LOCAL != 0,
+                })
+            })
+            .collect();
+        Some(Service {
+            frontend,
+            kind: ServiceKind::from_flags(state.record.flags),
+            algorithm: Algorithm::from_number(state.record.algorithm),
+            affinity_timeout: state.record.affinity_timeout,
+            local_only: state.record.flags & skiff_ebpf_common::SVC_FLAG_LOCAL_ONLY != 0,
+            backends,
+        })
+    }
+
+    /// Deletes the slots of a replaced record's bank and drops its backend references.
+    fn retire(&mut self, key: &Lb4Key, prev: &ServiceState) -> Result<(), TableError> {
+        let bank_bit = prev.record.bank_bit();
+        for n in 1..=prev.backend_ids.len() {
+            self.maps
+                .delete_service(&key.backend_slot(bank_bit, n as u16))?;
+        }
+        for id in &prev.backend_ids {
+            self.add_ref(*id, -1);
+        }
+        self.release_unreferenced()
+    }
+
+    fn add_ref(&mut self, id: u32, delta: i32) {
+        if let Some(entry) = self
+            .identity_by_id
+            .get(&id)
+            .and_then(|identity| self.backends.get_mut(identity))
+        {
+            entry.refs = entry.refs.saturating_add_signed(delta);
+        }
+    }
+
+    fn release_unreferenced(&mut self) -> Result<(), TableError> {
+        let unused: Vec<(BackendIdentity, u32)> = self
+            .backends
+            .iter()
+            .filter(|(_, e)| e.refs == 0)
+            .map(|(identity, e)| (*identity, e.id))
+            .collect();
+        for (identity, id) in unused {
+            self.maps.delete_backend(id)?;
+            self.backends.remove(&identity);
+            self.identity_by_id.remove(&id);
+        }
+        Ok(())
+    }
+
+    /// The id of a backend, creating or updating its map entry as needed.
+    fn ensure_backend(&mut self, backend: &Backend, proto: u8) -> Result<u32, TableError> {
+        let value = Backend4 {
+            address: u32::from_ne_bytes(backend.address.ip().octets()),
+            port: backend.address.port().to_be(),
+            proto,
+            state: backend.state.number(),
+            zone: 0,
+            flags: if backend.local { BACKEND_FLAG_LOCAL } else { 0 },
+            _pad: [0; 2],
+        };
+        let identity = (backend.address, proto);
+        if let Some(entry) = self.backends.get_mut(&identity) {
+            if entry.value != value {
+                self.maps.update_backend(entry.id, &value)?;
+                entry.value = value;
+            }
+            return Ok(entry.id);
+        }
+        let id = self.free_backend_id()?;
+        self.maps.update_backend(id, &value)?;
+        self.backends
+            .insert(identity, BackendEntry { id, value, refs: 0 });
+        self.identity_by_id.insert(id, identity);
+        Ok(id)
+    }
+
+    fn free_backend_id(&mut self) -> Result<u32, TableError> {
+        // Ids are handed out round-robin so a freed id is not reused at once, which keeps a
+        // stale conntrack entry from pointing at a different backend.
+        for _ in 0..=self.identity_by_id.len() {
+            let id = self.next_backend_id;
+            self.next_backend_id = self.next_backend_id.checked_add(1).unwrap_or(1);
+            if id != 0 && !self.identity_by_id.contains_key(&id) {
+                return Ok(id);
+            }
+        }
+        Err(TableError::BackendIdsExhausted)
+    }
+
+    fn free_rev_nat(&self) -> Result<u16, TableError> {
+        (1..=u16::MAX)
+            .find(|id| !self.rev_nat_used.contains(id))
+            .ok_or(TableError::RevNatExhausted)
+    }
+}
+
+fn identity_of(value: &Backend4) -> BackendIdentity {
+    (
+        SocketAddrV4::new(
+            Ipv4Addr::from(value.address.to_ne_bytes()),
+            u16::from_be(value.port),
+        ),
+        value.proto,
+    )
+}
+
+/// The bank bit is part of the public ABI; keep the two banks disjoint from real slot numbers.
+const _: () = assert!(MAX_BACKENDS_PER_SERVICE < SLOT_BANK_BIT);
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::{FakeLbMaps, Protocol};
+
+    fn fe(last: u8) -> Frontend {
+        Frontend::new(Ipv4Addr::new(10, 96, 0, last), 80, Protocol::Tcp)
+    }
+
+    fn be(last: u8) -> Backend {
+        Backend::active(SocketAddrV4::new(Ipv4Addr::new(10, 244, 0, last), 8080))
+    }
+
+    fn svc(last: u8, backends: &[u8]) -> Service {
+        Service::new(fe(last), backends.iter().map(|b| be(*b)).collect())
+    }
+
+    #[test]
+    fn upsert_then_list_round_trips() {
+        let mut t = LbTable::open(FakeLbMaps::new()).unwrap();
+        t.upsert(&svc(1, &[1, 2, 3])).unwrap();
+        assert_eq!(t.list(), vec![svc(1, &[1, 2, 3])]);
+        // 3 backends + 3 slots + 1 record.
+        assert_eq!(t.maps().backends.len(), 3);
+        assert_eq!(t.maps().services.len(), 4);
+    }
+
+    #[test]
+    fn replacing_backends_switches_banks_and_cleans_the_old_one() {
+        let mut t = LbTable::open(FakeLbMaps::new()).unwrap();
+        t.upsert(&svc(1, &[1, 2, 3])).unwrap();
+        // FakeLbMaps asserts after every write that no half-written set is ever live.
+        t.upsert(&svc(1, &[3, 4])).unwrap();
+        let maps = t.maps();
+        let record = maps.services[&fe(1).key()];
+        assert_eq!((record.count, record.bank), (2, 1));
+        assert_eq!(maps.services.len(), 3, "old bank slots must be gone");
+        let addrs: BTreeSet<u32> = maps.backends.values().map(|b| b.address).collect();
+        assert_eq!(addrs.len(), 2, "backends 1 and 2 are no longer referenced");
+        assert_eq!(t.get(&fe(1)).unwrap().backends, vec![be(3), be(4)]);
+    }
+
+    #[test]
+    fn unchanged_upsert_writes_nothing() {
+        let mut t = LbTable::open(FakeLbMaps::new()).unwrap();
+        t.upsert(&svc(1, &[1, 2])).unwrap();
+        let writes = t.maps().writes;
+        t.upsert(&svc(1, &[1, 2])).unwrap();
+        assert_eq!(t.maps().writes, writes);
+    }
+
+    #[test]
+    fn backends_are_shared_between_services_and_freed_with_the_last() {
+        let mut t = LbTable::open(FakeLbMaps::new()).unwrap();
+        t.upsert(&svc(1, &[1, 2])).unwrap();
+        t.upsert(&svc(2, &[2, 3])).unwrap();
+        assert_eq!(t.maps().backends.len(), 3);
+        assert!(t.delete(&fe(1)).unwrap());
+        assert_eq!(t.maps().backends.len(), 2);
+        assert!(!t.delete(&fe(1)).unwrap());
+        assert!(t.delete(&fe(2)).unwrap());
+        assert!(t.maps().backends.is_empty());
+        assert!(t.maps().services.is_empty());
+    }
+
+    #[test]
+    fn terminating_backends_get_slots_after_the_active_ones() {
+        let mut t = LbTable::open(FakeLbMaps::new()).unwrap();
+        let mut s = svc(1, &[1, 2, 3]);
+        s.backends[0].state = BackendState::Terminating;
+        t.upsert(&s).unwrap();
+        let record = t.maps().services[&fe(1).key()];
+        assert_eq!((record.count, record.qcount), (2, 1));
+        let last = t.maps().services[&fe(1).key().backend_slot(record.bank_bit(), 3)];
+        assert_eq!(
+            t.maps().backends[&last.backend_id].state,
+            BackendState::Terminating.number()
+        );
+        // Order is active first, then inactive.
+        let listed = t.get(&fe(1)).unwrap();
+        assert_eq!(listed.backends[2].state, BackendState::Terminating);
+    }
+
+    #[test]
+    fn zero_backends_is_a_service_with_count_zero() {
+        let mut t = LbTable::open(FakeLbMaps::new()).unwrap();
+        t.upsert(&svc(1, &[])).unwrap();
+        assert_eq!(t.maps().services[&fe(1).key()].count, 0);
+        assert_eq!(t.get(&fe(1)).unwrap().backends, vec![]);
+    }
+
+    #[test]
+    fn reopening_adopts_state_and_removes_leftovers_of_a_crash() {
+        let mut t = LbTable::open(FakeLbMaps::new()).unwrap();
+        t.upsert(&svc(1, &[1, 2])).unwrap();
+        t.upsert(&svc(2, &[3])).unwrap();
+        let rev = t.rev_nat_id(&fe(2)).unwrap();
+        let mut maps = t.maps().clone();
+        // A writer that died after writing the idle bank and a new backend.
+        let stray = fe(1).key().backend_slot(SLOT_BANK_BIT, 1);
+        maps.services.insert(
+            stray,
+            Lb4Service {
+                backend_id: 99,
+                ..Default::default()
+            },
+        );
+        maps.backends.insert(99, Backend4::default());
+        let t = LbTable::open(maps).unwrap();
+        assert!(!t.maps().services.contains_key(&stray));
+        assert!(!t.maps().backends.contains_key(&99));
+        assert_eq!(t.list(), vec![svc(1, &[1, 2]), svc(2, &[3])]);
+        assert_eq!(t.rev_nat_id(&fe(2)), Some(rev));
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_live_set_intact() {
+        let mut t = LbTable::open(FakeLbMaps::new()).unwrap();
+        t.upsert(&svc(1, &[1, 2])).unwrap();
+        // 3 new backends + 3 slots, then the record (write 7), then the old bank goes.
+        for budget in 0..10 {
+            let mut copy = LbTable::open(t.maps().clone()).unwrap();
+            let start = copy.maps.writes;
+            copy.maps.fail_after(Some(start + budget));
+            let result = copy.upsert(&svc(1, &[3, 4, 5]));
+            copy.maps.fail_after(None);
+            copy.maps.assert_consistent();
+            let live = LbTable::open(copy.maps.clone()).unwrap().list();
+            // Never a mix: the old set until the record switches, the new one after (a failure
+            // while retiring the old bank is reported but the switch has happened).
+            let (old, new) = (vec![svc(1, &[1, 2])], vec![svc(1, &[3, 4, 5])]);
+            assert!(live == old || live == new, "budget {budget}: {live:?}");
+            if result.is_ok() {
+                assert_eq!(live, new, "budget {budget}");
+            }
+            if budget < 7 {
+                assert_eq!(
+                    live, old,
+                    "budget {budget}: switched before all slots were written"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn too_many_backends_is_refused_before_any_write() {
+        let mut t = LbTable::open(FakeLbMaps::new()).unwrap();
+        let backends = (0..=u32::from(MAX_BACKENDS_PER_SERVICE))
+            .map(|i| Backend::active(SocketAddrV4::new(Ipv4Addr::from(0x0af4_0000 + i), 80)))
+            .collect();
+        let err = t.upsert(&Service::new(fe(1), backends)).unwrap_err();
+        assert!(matches!(err, TableError::TooManyBackends { .. }));
+        assert_eq!(t.maps().writes, 0);
+    }
+}
