@@ -12,6 +12,7 @@ use skiff_ebpf_common::{
     ALG_MAGLEV, ALG_RANDOM, BACKEND_ACTIVE, BACKEND_QUARANTINED, BACKEND_TERMINATING, Lb4Key,
     PROTO_SCTP, PROTO_TCP, PROTO_UDP, SCOPE_EXTERNAL, SCOPE_INTERNAL, SVC_FLAG_CLUSTER_IP,
     SVC_FLAG_EXTERNAL_IP, SVC_FLAG_LOAD_BALANCER, SVC_FLAG_LOCAL_ONLY, SVC_FLAG_NODE_PORT,
+    SVC_FLAG_TWO_SCOPES,
 };
 
 /// A frontend or backend string that does not parse.
@@ -380,6 +381,10 @@ pub struct Service {
     pub affinity_timeout: u32,
     /// Only node-local backends serve this scope (traffic policy Local).
     pub local_only: bool,
+    /// This is the `External` entry of a frontend that also has an `Internal` entry: traffic
+    /// from inside the cluster (the socket LB) uses that one instead. Set when the two traffic
+    /// policies pick different backends (e.g. externalTrafficPolicy=Local on a NodePort).
+    pub two_scopes: bool,
     pub backends: Vec<Backend>,
 }
 
@@ -393,6 +398,7 @@ impl Service {
             algorithm: Algorithm::Random,
             affinity_timeout: 0,
             local_only: false,
+            two_scopes: false,
             backends,
         }
     }
@@ -401,6 +407,9 @@ impl Service {
         let mut flags = self.kind.flag();
         if self.local_only {
             flags |= SVC_FLAG_LOCAL_ONLY;
+        }
+        if self.two_scopes {
+            flags |= SVC_FLAG_TWO_SCOPES;
         }
         flags
     }

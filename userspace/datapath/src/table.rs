@@ -9,6 +9,7 @@ use std::{
 
 use skiff_ebpf_common::{
     BACKEND_FLAG_LOCAL, Backend4, Lb4Key, Lb4Service, MAX_BACKENDS_PER_SERVICE, SLOT_BANK_BIT,
+    SVC_FLAG_LOCAL_ONLY, SVC_FLAG_TWO_SCOPES,
 };
 
 use crate::{Algorithm, Backend, BackendState, Frontend, LbMaps, MapsError, Service, ServiceKind};
@@ -267,7 +268,8 @@ impl<M: LbMaps> LbTable<M> {
             kind: ServiceKind::from_flags(state.record.flags),
             algorithm: Algorithm::from_number(state.record.algorithm),
             affinity_timeout: state.record.affinity_timeout,
-            local_only: state.record.flags & skiff_ebpf_common::SVC_FLAG_LOCAL_ONLY != 0,
+            local_only: state.record.flags & SVC_FLAG_LOCAL_ONLY != 0,
+            two_scopes: state.record.flags & SVC_FLAG_TWO_SCOPES != 0,
             backends,
         })
     }
