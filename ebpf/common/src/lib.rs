@@ -16,11 +16,53 @@ pub const MAP_SERVICES4: &str = "SKIFF_SVC4_V1";
 pub const MAP_BACKENDS4: &str = "SKIFF_BE4_V1";
 /// Per-CPU counters (array of `u64`), indexed by the `STAT_*` constants.
 pub const MAP_STATS: &str = "SKIFF_STATS_V1";
+/// Socket reverse translation (LRU hash): [`SockRevNat4Key`] -> [`SockRevNat4`], so
+/// getpeername() and recvmsg() show the service address the application connected to.
+pub const MAP_SOCK_REVNAT4: &str = "SKIFF_SKRV4_V1";
+/// sessionAffinity ClientIP (LRU hash): [`Affinity4Key`] -> [`Affinity4`].
+pub const MAP_AFFINITY4: &str = "SKIFF_AFF4_V1";
+/// Maglev lookup tables (hash, allocated on demand): [`Maglev4Key`] -> backend id (`u32`).
+pub const MAP_MAGLEV4: &str = "SKIFF_MAG4_V1";
+/// Connection tracking of per-packet (north-south) flows (LRU hash): [`Ct4Key`] -> [`Ct4Entry`].
+pub const MAP_CT4: &str = "SKIFF_CT4_V1";
+/// Node configuration (array of one [`NodeConfig4`]), written by the loader.
+pub const MAP_CONFIG: &str = "SKIFF_CFG_V1";
+
+/// Kernel map names are at most 15 bytes (BPF_OBJ_NAME_LEN - 1); longer ones get cut.
+const _: () = {
+    let names = [
+        MAP_SERVICES4,
+        MAP_BACKENDS4,
+        MAP_STATS,
+        MAP_SOCK_REVNAT4,
+        MAP_AFFINITY4,
+        MAP_MAGLEV4,
+        MAP_CT4,
+        MAP_CONFIG,
+    ];
+    let mut i = 0;
+    while i < names.len() {
+        assert!(names[i].len() <= 15);
+        i += 1;
+    }
+};
 
 /// Default capacity of the service map (service records plus backend slots).
 pub const DEFAULT_SERVICES_MAX: u32 = 65_536;
 /// Default capacity of the backend map.
 pub const DEFAULT_BACKENDS_MAX: u32 = 262_144;
+/// Default capacity of the conntrack map (two entries per flow).
+pub const DEFAULT_CT_MAX: u32 = 524_288;
+/// Default capacity of the affinity map.
+pub const DEFAULT_AFFINITY_MAX: u32 = 65_536;
+/// Default capacity of the socket reverse-translation map.
+pub const DEFAULT_SOCK_REVNAT_MAX: u32 = 262_144;
+/// Default capacity of the Maglev map: 64 services at the default table size, in both banks.
+/// Entries are allocated on use, so unused capacity costs no memory.
+pub const DEFAULT_MAGLEV_MAX: u32 = 2 * 64 * MAGLEV_DEFAULT_SIZE;
+/// Maglev table size (a prime) for services of up to 163 backends: at least 100 slots per
+/// backend keeps the share of flows moved by a backend change near the ideal 1/N.
+pub const MAGLEV_DEFAULT_SIZE: u32 = 16_381;
 
 /// IANA protocol numbers as used in [`Lb4Key::proto`] and [`Backend4::proto`].
 pub const PROTO_TCP: u8 = 6;
@@ -108,8 +150,10 @@ pub struct Lb4Service {
     /// The live slot bank: 0 or 1 (slots `n` or `SLOT_BANK_BIT | n`).
     pub bank: u8,
     pub _pad: [u8; 2],
+    /// Size of this service's Maglev table (a prime; 0 unless `algorithm` is `ALG_MAGLEV`).
+    pub maglev_size: u32,
 }
-const _: () = assert!(size_of::<Lb4Service>() == 20);
+const _: () = assert!(size_of::<Lb4Service>() == 24);
 
 impl Lb4Service {
     /// The slot-bank bit of the live bank, to combine with a slot number.
@@ -167,6 +211,157 @@ pub const BACKEND_QUARANTINED: u8 = 2;
 /// Backend runs on this node.
 pub const BACKEND_FLAG_LOCAL: u8 = 1 << 0;
 
+/// Key of [`MAP_SOCK_REVNAT4`]: a socket and the backend address it was translated to. 16 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SockRevNat4Key {
+    /// `bpf_get_socket_cookie()` of the socket.
+    pub cookie: u64,
+    /// Backend address, network byte order.
+    pub address: u32,
+    /// Backend port, network byte order.
+    pub port: u16,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<SockRevNat4Key>() == 16);
+
+/// Value of [`MAP_SOCK_REVNAT4`]: the service address to show instead. 8 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SockRevNat4 {
+    /// Frontend address, network byte order.
+    pub address: u32,
+    /// Frontend port, network byte order.
+    pub port: u16,
+    pub rev_nat_id: u16,
+}
+const _: () = assert!(size_of::<SockRevNat4>() == 8);
+
+/// Affinity of a client identified by its network namespace (socket LB: one pod = one client).
+pub const AFFINITY_NETNS: u8 = 0;
+/// Affinity of a client identified by its IPv4 address (per-packet LB).
+pub const AFFINITY_IP: u8 = 1;
+
+/// Key of [`MAP_AFFINITY4`]. 16 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Affinity4Key {
+    /// Network namespace cookie, or the IPv4 address (network byte order) in the low 32 bits.
+    pub client: u64,
+    pub rev_nat_id: u16,
+    /// `AFFINITY_NETNS` or `AFFINITY_IP`.
+    pub kind: u8,
+    pub _pad: [u8; 5],
+}
+const _: () = assert!(size_of::<Affinity4Key>() == 16);
+
+/// Value of [`MAP_AFFINITY4`]. 16 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Affinity4 {
+    /// `bpf_ktime_get_ns()` of the last flow that used this entry.
+    pub last_used_ns: u64,
+    pub backend_id: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<Affinity4>() == 16);
+
+/// Key of [`MAP_MAGLEV4`]: one slot of one bank of a service's Maglev table. 8 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Maglev4Key {
+    pub rev_nat_id: u16,
+    /// The bank, as in [`Lb4Service::bank`]: tables switch with the service record.
+    pub bank: u8,
+    pub _pad: u8,
+    /// 0..maglev_size.
+    pub index: u32,
+}
+const _: () = assert!(size_of::<Maglev4Key>() == 8);
+
+/// A flow as it arrives from the client (`dir = CT_ORIGINAL`) ...
+pub const CT_ORIGINAL: u8 = 0;
+/// ... or a reply as it arrives from the backend (`dir = CT_REPLY`).
+pub const CT_REPLY: u8 = 1;
+
+/// Key of [`MAP_CT4`]: the packet's 5-tuple as seen on arrival. 16 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Ct4Key {
+    /// Source address, network byte order.
+    pub saddr: u32,
+    /// Destination address, network byte order.
+    pub daddr: u32,
+    /// Source port, network byte order.
+    pub sport: u16,
+    /// Destination port, network byte order.
+    pub dport: u16,
+    pub proto: u8,
+    /// `CT_ORIGINAL` or `CT_REPLY`.
+    pub dir: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<Ct4Key>() == 16);
+
+/// Value of [`MAP_CT4`]. 40 bytes.
+///
+/// An `CT_ORIGINAL` entry says where a client's flow goes; its `CT_REPLY` twin says how to
+/// translate the backend's replies back: source := frontend, destination := client.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Ct4Entry {
+    /// `bpf_ktime_get_ns()` after which the entry is dead.
+    pub expires_ns: u64,
+    /// Packets seen in this direction.
+    pub packets: u64,
+    /// The backend chosen when the flow started; kept even if the backend set changes.
+    pub backend_id: u32,
+    /// Frontend address (network byte order): the original destination.
+    pub frontend_addr: u32,
+    /// Frontend port, network byte order.
+    pub frontend_port: u16,
+    pub rev_nat_id: u16,
+    /// ORIGINAL: the SNAT source address (0 = no SNAT). REPLY: the client's address.
+    pub nat_addr: u32,
+    /// ORIGINAL: the SNAT source port. REPLY: the client's port. Network byte order.
+    pub nat_port: u16,
+    /// TCP flags seen (`CT_TCP_*`).
+    pub tcp_flags: u8,
+    /// `CT_FLAG_*`.
+    pub flags: u8,
+    pub _pad: [u8; 4],
+}
+const _: () = assert!(size_of::<Ct4Entry>() == 40);
+
+pub const CT_TCP_SYN: u8 = 1 << 0;
+pub const CT_TCP_FIN: u8 = 1 << 1;
+pub const CT_TCP_RST: u8 = 1 << 2;
+/// The flow's source was translated to the node address (the backend is elsewhere).
+pub const CT_FLAG_SNAT: u8 = 1 << 0;
+
+/// Lifetime of a TCP flow after its handshake (as Cilium's regular TCP timeout).
+pub const CT_LIFETIME_TCP_NS: u64 = 8000 * 1_000_000_000;
+/// Lifetime of a TCP flow still in its handshake.
+pub const CT_LIFETIME_SYN_NS: u64 = 60 * 1_000_000_000;
+/// Lifetime of a TCP flow after FIN or RST.
+pub const CT_LIFETIME_CLOSING_NS: u64 = 10 * 1_000_000_000;
+/// Lifetime of a UDP (or other) flow since its last packet.
+pub const CT_LIFETIME_OTHER_NS: u64 = 60 * 1_000_000_000;
+
+/// Value of [`MAP_CONFIG`] (index 0). 12 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NodeConfig4 {
+    /// The node address used as source when a flow is SNATed; network byte order. 0 = never
+    /// SNAT (flows to remote backends then keep the client's address).
+    pub snat_addr: u32,
+    /// SNAT source ports are taken from `nat_port_min..=nat_port_max` (host byte order).
+    pub nat_port_min: u16,
+    pub nat_port_max: u16,
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<NodeConfig4>() == 12);
+
 /// connect4/sendmsg4 translated a service address to a backend.
 pub const STAT_SOCK4_TRANSLATED: u32 = 0;
 /// connect4/sendmsg4 found a service with no backend and refused the connection.
@@ -177,6 +372,20 @@ pub const STAT_LB_SLOT_MISS: u32 = 2;
 pub const STAT_TC_PACKETS: u32 = 3;
 /// IPv4 packets among them.
 pub const STAT_TC_IPV4: u32 = 4;
+/// Packets to a frontend translated to a backend by the tc program.
+pub const STAT_TC_TRANSLATED: u32 = 5;
+/// Replies translated back to the frontend by the tc program.
+pub const STAT_TC_REVNAT: u32 = 6;
+/// Packets to a frontend without backends, dropped.
+pub const STAT_TC_NO_BACKEND: u32 = 7;
+/// New flows that could not be tracked (conntrack insert failed): dropped.
+pub const STAT_CT_INSERT_FAIL: u32 = 8;
+/// New flows that found no free SNAT port: dropped.
+pub const STAT_NAT_NO_PORT: u32 = 9;
+/// getpeername()/recvmsg() answers translated back to the service address.
+pub const STAT_SOCK4_REVNAT: u32 = 10;
+/// Flows that reused their client's affinity entry.
+pub const STAT_AFFINITY_HIT: u32 = 11;
 /// Number of counters in [`MAP_STATS`].
 pub const STAT_MAX: u32 = 16;
 
@@ -190,4 +399,20 @@ mod pod {
     unsafe impl aya::Pod for super::Lb4Service {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Backend4 {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SockRevNat4Key {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SockRevNat4 {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Affinity4Key {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Affinity4 {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Maglev4Key {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Ct4Key {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Ct4Entry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::NodeConfig4 {}
 }

@@ -10,6 +10,7 @@
 
 pub mod lb;
 pub mod maps;
+pub mod nodeport;
 pub mod stats;
 
 /// The verifier rejects any program that can reach a panic, so this is never linked into a

@@ -10,6 +10,7 @@
 //! ```
 
 mod loader;
+mod maglev;
 mod maps;
 mod model;
 mod pinned;
@@ -17,6 +18,9 @@ mod table;
 
 pub use loader::{
     Attachment, Datapath, DatapathConfig, LoadError, attachments, cgroup2_mount, detach_all,
+};
+pub use maglev::{
+    rebalance as maglev_rebalance, table as maglev_table, table_size as maglev_table_size,
 };
 pub use maps::{FakeLbMaps, LbMaps, MapsError};
 pub use model::{

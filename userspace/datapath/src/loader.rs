@@ -6,25 +6,37 @@
 
 use std::{
     fs, io,
+    net::Ipv4Addr,
     path::{Path, PathBuf},
 };
 
 use aya::{
     Ebpf, EbpfLoader,
+    maps::{Array, MapData},
     programs::{
         CgroupSockAddr, ProgramError, SchedClassifier, TcAttachType,
         links::{CgroupAttachMode, FdLink, LinkError, PinnedLink},
     },
 };
 use serde::Serialize;
-use skiff_ebpf_common::{DEFAULT_BACKENDS_MAX, DEFAULT_SERVICES_MAX, MAP_BACKENDS4, MAP_SERVICES4};
+use skiff_ebpf_common::{
+    DEFAULT_AFFINITY_MAX, DEFAULT_BACKENDS_MAX, DEFAULT_CT_MAX, DEFAULT_MAGLEV_MAX,
+    DEFAULT_SERVICES_MAX, DEFAULT_SOCK_REVNAT_MAX, MAP_AFFINITY4, MAP_BACKENDS4, MAP_CONFIG,
+    MAP_CT4, MAP_MAGLEV4, MAP_SERVICES4, MAP_SOCK_REVNAT4, NodeConfig4,
+};
 
 use crate::pinned::maps_dir;
 
 static SOCK_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/skiff-sock"));
 static TC_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/skiff-tc"));
 
-const PROG_CONNECT4: &str = "skiff_connect4";
+/// The socket LB programs and the names of their pinned links.
+const SOCK_PROGRAMS: [(&str, &str); 4] = [
+    ("skiff_connect4", "cgroup-connect4"),
+    ("skiff_sendmsg4", "cgroup-sendmsg4"),
+    ("skiff_recvmsg4", "cgroup-recvmsg4"),
+    ("skiff_getpeername4", "cgroup-getpeername4"),
+];
 const PROG_TC_INGRESS: &str = "skiff_tc_ingress";
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +56,8 @@ pub enum LoadError {
     },
     #[error("the eBPF object has no program {0}")]
     MissingProgram(&'static str),
+    #[error("the eBPF object has no map {0}")]
+    MissingMap(&'static str),
     #[error("{action} program {program}: {source}")]
     Program {
         action: &'static str,
@@ -65,6 +79,11 @@ pub enum LoadError {
         #[source]
         source: LinkError,
     },
+    #[error("writing the node configuration map: {source}")]
+    Config {
+        #[source]
+        source: aya::maps::MapError,
+    },
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -84,6 +103,20 @@ pub struct DatapathConfig {
     pub services_max: u32,
     /// Capacity of the backend map.
     pub backends_max: u32,
+    /// Capacity of the conntrack map (two entries per north-south flow).
+    pub ct_max: u32,
+    /// Capacity of the session-affinity map.
+    pub affinity_max: u32,
+    /// Capacity of the socket reverse-translation map (one entry per translated socket).
+    pub sock_revnat_max: u32,
+    /// Capacity of the Maglev map (table size times two banks per Maglev service).
+    pub maglev_max: u32,
+    /// The node address NodePort flows to backends elsewhere are SNATed to; `None` never
+    /// SNATs (replies must then find their way back through this node on their own).
+    pub snat_ipv4: Option<Ipv4Addr>,
+    /// SNAT source ports, inclusive. The default stays above Linux's ephemeral port range
+    /// (32768-60999) so SNATed flows never collide with the node's own connections.
+    pub nat_ports: (u16, u16),
 }
 
 impl Default for DatapathConfig {
@@ -92,6 +125,12 @@ impl Default for DatapathConfig {
             bpffs: PathBuf::from("/sys/fs/bpf/skiff"),
             services_max: DEFAULT_SERVICES_MAX,
             backends_max: DEFAULT_BACKENDS_MAX,
+            ct_max: DEFAULT_CT_MAX,
+            affinity_max: DEFAULT_AFFINITY_MAX,
+            sock_revnat_max: DEFAULT_SOCK_REVNAT_MAX,
+            maglev_max: DEFAULT_MAGLEV_MAX,
+            snat_ipv4: None,
+            nat_ports: (61_000, 65_535),
         }
     }
 }
@@ -140,6 +179,10 @@ impl Datapath {
                 .default_map_pin_directory(&maps)
                 .map_max_entries(MAP_SERVICES4, config.services_max)
                 .map_max_entries(MAP_BACKENDS4, config.backends_max)
+                .map_max_entries(MAP_CT4, config.ct_max)
+                .map_max_entries(MAP_AFFINITY4, config.affinity_max)
+                .map_max_entries(MAP_SOCK_REVNAT4, config.sock_revnat_max)
+                .map_max_entries(MAP_MAGLEV4, config.maglev_max)
                 .load(bytes)
                 .map_err(|source| LoadError::Load {
                     object,
@@ -148,7 +191,23 @@ impl Datapath {
                 })
         };
         let sock = load("skiff-sock", SOCK_OBJECT)?;
-        let tc = load("skiff-tc", TC_OBJECT)?;
+        let mut tc = load("skiff-tc", TC_OBJECT)?;
+        let node = NodeConfig4 {
+            snat_addr: config
+                .snat_ipv4
+                .map_or(0, |ip| u32::from_ne_bytes(ip.octets())),
+            nat_port_min: config.nat_ports.0,
+            nat_port_max: config.nat_ports.1,
+            flags: 0,
+        };
+        let map = tc
+            .map_mut(MAP_CONFIG)
+            .ok_or(LoadError::MissingMap(MAP_CONFIG))?;
+        let mut array: Array<&mut MapData, NodeConfig4> =
+            Array::try_from(map).map_err(|source| LoadError::Config { source })?;
+        array
+            .set(0, node, 0)
+            .map_err(|source| LoadError::Config { source })?;
         Ok(Self { config, sock, tc })
     }
 
@@ -157,36 +216,40 @@ impl Datapath {
         &self.config
     }
 
-    /// Attaches the socket load balancer to a cgroup v2 directory: every process in it (and in
-    /// its descendants) gets service addresses translated at connect().
+    /// Attaches the socket load balancer (connect4, sendmsg4, recvmsg4, getpeername4) to a
+    /// cgroup v2 directory: every process in it (and in its descendants) gets service
+    /// addresses translated. `Adopted` when all four were attached already.
     pub fn attach_cgroup(&mut self, cgroup: &Path) -> Result<Attachment, LoadError> {
-        let pin = links_dir(&self.config.bpffs).join("cgroup-connect4");
-        if adopt(&pin) {
-            return Ok(Attachment::Adopted);
-        }
-        let cgroup_dir = fs::File::open(cgroup).map_err(|source| LoadError::Io {
-            what: "opening cgroup",
-            path: cgroup.to_owned(),
-            source,
-        })?;
-        let prog: &mut CgroupSockAddr = program(&mut self.sock, PROG_CONNECT4)?;
-        let err = |action| prog_err(action, PROG_CONNECT4);
-        if prog.fd().is_err() {
-            prog.load().map_err(err("loading"))?;
-        }
-        let id = prog
-            .attach(cgroup_dir, CgroupAttachMode::Single)
-            .map_err(err("attaching"))?;
-        let link: FdLink = prog
-            .take_link(id)
-            .map_err(err("taking link of"))?
-            .try_into()
-            .map_err(|source| LoadError::Link {
-                program: PROG_CONNECT4,
+        let mut result = Attachment::Adopted;
+        for (name, link) in SOCK_PROGRAMS {
+            let pin = links_dir(&self.config.bpffs).join(link);
+            if adopt(&pin) {
+                continue;
+            }
+            let cgroup_dir = fs::File::open(cgroup).map_err(|source| LoadError::Io {
+                what: "opening cgroup",
+                path: cgroup.to_owned(),
                 source,
             })?;
-        pin_link(link, &pin)?;
-        Ok(Attachment::Attached)
+            let prog: &mut CgroupSockAddr = program(&mut self.sock, name)?;
+            if prog.fd().is_err() {
+                prog.load().map_err(prog_err("loading", name))?;
+            }
+            let id = prog
+                .attach(cgroup_dir, CgroupAttachMode::Single)
+                .map_err(prog_err("attaching", name))?;
+            let link: FdLink = prog
+                .take_link(id)
+                .map_err(prog_err("taking link of", name))?
+                .try_into()
+                .map_err(|source| LoadError::Link {
+                    program: name,
+                    source,
+                })?;
+            pin_link(link, &pin)?;
+            result = Attachment::Attached;
+        }
+        Ok(result)
     }
 
     /// Attaches the tc program to the ingress of `iface`, an interface of the calling thread's

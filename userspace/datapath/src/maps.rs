@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use skiff_ebpf_common::{Backend4, Lb4Key, Lb4Service};
+use skiff_ebpf_common::{ALG_MAGLEV, Backend4, Lb4Key, Lb4Service, Maglev4Key};
 
 /// A failed map operation.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +36,9 @@ pub trait LbMaps {
     fn delete_backend(&mut self, id: u32) -> Result<(), MapsError>;
     fn dump_services(&self) -> Result<Vec<(Lb4Key, Lb4Service)>, MapsError>;
     fn dump_backends(&self) -> Result<Vec<(u32, Backend4)>, MapsError>;
+    fn update_maglev(&mut self, key: &Maglev4Key, backend_id: u32) -> Result<(), MapsError>;
+    fn delete_maglev(&mut self, key: &Maglev4Key) -> Result<(), MapsError>;
+    fn dump_maglev(&self) -> Result<Vec<(Maglev4Key, u32)>, MapsError>;
 }
 
 /// In-memory maps for tests. After every single write it checks what the kernel programs rely
@@ -45,6 +48,7 @@ pub trait LbMaps {
 pub struct FakeLbMaps {
     pub services: BTreeMap<Lb4Key, Lb4Service>,
     pub backends: BTreeMap<u32, Backend4>,
+    pub maglev: BTreeMap<Maglev4Key, u32>,
     /// Number of writes performed so far.
     pub writes: usize,
     fail_after: Option<usize>,
@@ -87,6 +91,26 @@ impl FakeLbMaps {
                     slot.backend_id
                 );
             }
+            if svc.algorithm == ALG_MAGLEV && svc.count > 0 {
+                for index in 0..svc.maglev_size {
+                    let mkey = Maglev4Key {
+                        rev_nat_id: svc.rev_nat_id,
+                        bank: svc.bank,
+                        _pad: 0,
+                        index,
+                    };
+                    let id = self.maglev.get(&mkey).unwrap_or_else(|| {
+                        panic!(
+                            "service {key:?} bank {} lacks Maglev slot {index}",
+                            svc.bank
+                        )
+                    });
+                    assert!(
+                        self.backends.contains_key(id),
+                        "Maglev slot {index} names a missing backend"
+                    );
+                }
+            }
         }
     }
 }
@@ -126,5 +150,23 @@ impl LbMaps for FakeLbMaps {
 
     fn dump_backends(&self) -> Result<Vec<(u32, Backend4)>, MapsError> {
         Ok(self.backends.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+
+    // Maglev writes go to an idle bank; the check after the record switch covers them, and
+    // checking whole tables after each of their thousands of slots would take minutes.
+    fn update_maglev(&mut self, key: &Maglev4Key, backend_id: u32) -> Result<(), MapsError> {
+        self.write("update maglev")?;
+        self.maglev.insert(*key, backend_id);
+        Ok(())
+    }
+
+    fn delete_maglev(&mut self, key: &Maglev4Key) -> Result<(), MapsError> {
+        self.write("delete maglev")?;
+        self.maglev.remove(key);
+        Ok(())
+    }
+
+    fn dump_maglev(&self) -> Result<Vec<(Maglev4Key, u32)>, MapsError> {
+        Ok(self.maglev.iter().map(|(k, v)| (*k, *v)).collect())
     }
 }

@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use aya::maps::{HashMap, Map, MapData, PerCpuArray};
 use serde::Serialize;
 use skiff_ebpf_common::{
-    Backend4, Lb4Key, Lb4Service, MAP_BACKENDS4, MAP_SERVICES4, MAP_STATS, STAT_LB_SLOT_MISS,
-    STAT_SOCK4_NO_BACKEND, STAT_SOCK4_TRANSLATED, STAT_TC_IPV4, STAT_TC_PACKETS,
+    Backend4, Lb4Key, Lb4Service, MAP_BACKENDS4, MAP_MAGLEV4, MAP_SERVICES4, MAP_STATS, Maglev4Key,
 };
 
 use crate::{LbMaps, MapsError};
@@ -34,6 +33,7 @@ fn op_err(op: &'static str, map: &'static str) -> impl FnOnce(aya::maps::MapErro
 pub struct PinnedLbMaps {
     services: HashMap<MapData, Lb4Key, Lb4Service>,
     backends: HashMap<MapData, u32, Backend4>,
+    maglev: HashMap<MapData, Maglev4Key, u32>,
 }
 
 impl std::fmt::Debug for PinnedLbMaps {
@@ -49,7 +49,13 @@ impl PinnedLbMaps {
             .map_err(op_err("open", MAP_SERVICES4))?;
         let backends = HashMap::try_from(Map::HashMap(open(bpffs, MAP_BACKENDS4)?))
             .map_err(op_err("open", MAP_BACKENDS4))?;
-        Ok(Self { services, backends })
+        let maglev = HashMap::try_from(Map::HashMap(open(bpffs, MAP_MAGLEV4)?))
+            .map_err(op_err("open", MAP_MAGLEV4))?;
+        Ok(Self {
+            services,
+            backends,
+            maglev,
+        })
     }
 }
 
@@ -93,20 +99,48 @@ impl LbMaps for PinnedLbMaps {
             .collect::<Result<_, _>>()
             .map_err(op_err("dump", MAP_BACKENDS4))
     }
+
+    fn update_maglev(&mut self, key: &Maglev4Key, backend_id: u32) -> Result<(), MapsError> {
+        self.maglev
+            .insert(key, backend_id, 0)
+            .map_err(op_err("update", MAP_MAGLEV4))
+    }
+
+    fn delete_maglev(&mut self, key: &Maglev4Key) -> Result<(), MapsError> {
+        match self.maglev.remove(key) {
+            Err(aya::maps::MapError::KeyNotFound) | Ok(()) => Ok(()),
+            Err(e) => Err(op_err("delete", MAP_MAGLEV4)(e)),
+        }
+    }
+
+    fn dump_maglev(&self) -> Result<Vec<(Maglev4Key, u32)>, MapsError> {
+        self.maglev
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(op_err("dump", MAP_MAGLEV4))
+    }
 }
 
-/// The datapath's counters, summed over CPUs.
+/// The datapath's counters, summed over CPUs, by name.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
     pub sock4_translated: u64,
     pub sock4_no_backend: u64,
+    pub sock4_revnat: u64,
     pub lb_slot_miss: u64,
+    pub affinity_hit: u64,
     pub tc_packets: u64,
     pub tc_ipv4: u64,
+    pub tc_translated: u64,
+    pub tc_revnat: u64,
+    pub tc_no_backend: u64,
+    pub ct_insert_fail: u64,
+    pub nat_no_port: u64,
 }
 
 /// Reads the pinned counters.
 pub fn read_stats(bpffs: &Path) -> Result<Stats, MapsError> {
+    use skiff_ebpf_common as c;
     let map: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(Map::PerCpuArray(open(bpffs, MAP_STATS)?))
             .map_err(op_err("open", MAP_STATS))?;
@@ -115,10 +149,17 @@ pub fn read_stats(bpffs: &Path) -> Result<Stats, MapsError> {
         Ok(values.iter().sum())
     };
     Ok(Stats {
-        sock4_translated: sum(STAT_SOCK4_TRANSLATED)?,
-        sock4_no_backend: sum(STAT_SOCK4_NO_BACKEND)?,
-        lb_slot_miss: sum(STAT_LB_SLOT_MISS)?,
-        tc_packets: sum(STAT_TC_PACKETS)?,
-        tc_ipv4: sum(STAT_TC_IPV4)?,
+        sock4_translated: sum(c::STAT_SOCK4_TRANSLATED)?,
+        sock4_no_backend: sum(c::STAT_SOCK4_NO_BACKEND)?,
+        sock4_revnat: sum(c::STAT_SOCK4_REVNAT)?,
+        lb_slot_miss: sum(c::STAT_LB_SLOT_MISS)?,
+        affinity_hit: sum(c::STAT_AFFINITY_HIT)?,
+        tc_packets: sum(c::STAT_TC_PACKETS)?,
+        tc_ipv4: sum(c::STAT_TC_IPV4)?,
+        tc_translated: sum(c::STAT_TC_TRANSLATED)?,
+        tc_revnat: sum(c::STAT_TC_REVNAT)?,
+        tc_no_backend: sum(c::STAT_TC_NO_BACKEND)?,
+        ct_insert_fail: sum(c::STAT_CT_INSERT_FAIL)?,
+        nat_no_port: sum(c::STAT_NAT_NO_PORT)?,
     })
 }

@@ -8,11 +8,13 @@ use std::{
 };
 
 use skiff_ebpf_common::{
-    BACKEND_FLAG_LOCAL, Backend4, Lb4Key, Lb4Service, MAX_BACKENDS_PER_SERVICE, SLOT_BANK_BIT,
-    SVC_FLAG_LOCAL_ONLY, SVC_FLAG_TWO_SCOPES,
+    ALG_MAGLEV, BACKEND_FLAG_LOCAL, Backend4, Lb4Key, Lb4Service, MAX_BACKENDS_PER_SERVICE,
+    Maglev4Key, SLOT_BANK_BIT, SVC_FLAG_LOCAL_ONLY, SVC_FLAG_TWO_SCOPES,
 };
 
-use crate::{Algorithm, Backend, BackendState, Frontend, LbMaps, MapsError, Service, ServiceKind};
+use crate::{
+    Algorithm, Backend, BackendState, Frontend, LbMaps, MapsError, Service, ServiceKind, maglev,
+};
 
 /// A backend is shared by every service that names the same address, port and protocol.
 type BackendIdentity = (SocketAddrV4, u8);
@@ -34,6 +36,8 @@ struct ServiceState {
     record: Lb4Service,
     /// Backend ids of the live bank, active ones first (as in the slots).
     backend_ids: Vec<u32>,
+    /// The live Maglev table (backend id per slot); empty unless the service uses Maglev.
+    maglev: Vec<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +81,7 @@ impl<M: LbMaps> LbTable<M> {
                 ServiceState {
                     record: *record,
                     backend_ids,
+                    maglev: Vec::new(),
                 },
             );
         }
@@ -109,6 +114,23 @@ impl<M: LbMaps> LbTable<M> {
                     refs: count,
                 },
             );
+        }
+        // Maglev slots outside the live table of a Maglev service are leftovers too.
+        let mut by_rev_nat: HashMap<u16, &mut ServiceState> = services
+            .values_mut()
+            .filter(|s| s.record.algorithm == ALG_MAGLEV && s.record.count > 0)
+            .map(|s| {
+                s.maglev = vec![0; s.record.maglev_size as usize];
+                (s.record.rev_nat_id, s)
+            })
+            .collect();
+        for (key, id) in maps.dump_maglev()? {
+            match by_rev_nat.get_mut(&key.rev_nat_id) {
+                Some(s) if s.record.bank == key.bank && key.index < s.record.maglev_size => {
+                    s.maglev[key.index as usize] = id;
+                }
+                _ => maps.delete_maglev(&key)?,
+            }
         }
         let rev_nat_used = services.values().map(|s| s.record.rev_nat_id).collect();
         Ok(Self {
@@ -171,6 +193,10 @@ impl<M: LbMaps> LbTable<M> {
             algorithm: service.algorithm.number(),
             bank: 0,
             _pad: [0; 2],
+            maglev_size: match service.algorithm {
+                Algorithm::Maglev => maglev::table_size(active.len()),
+                Algorithm::Random => 0,
+            },
         };
         if let Some(p) = &prev {
             record.bank = p.record.bank;
@@ -178,6 +204,13 @@ impl<M: LbMaps> LbTable<M> {
                 return Ok(());
             }
             record.bank = 1 - p.record.bank;
+            // A table big enough for the new set keeps its size, so flows keep their slots.
+            if record.algorithm == ALG_MAGLEV
+                && u64::from(p.record.maglev_size) >= 100 * active.len() as u64
+                && p.record.maglev_size >= record.maglev_size
+            {
+                record.maglev_size = p.record.maglev_size;
+            }
         }
 
         let bank_bit = record.bank_bit();
@@ -190,6 +223,28 @@ impl<M: LbMaps> LbTable<M> {
             self.maps
                 .update_service(&key.backend_slot(bank_bit, n as u16 + 1), &slot)?;
         }
+        let mut table = Vec::new();
+        if record.algorithm == ALG_MAGLEV && record.count > 0 {
+            let names: Vec<String> = active.iter().map(|b| b.address.to_string()).collect();
+            let active_ids = &ids[..active.len()];
+            // Slots whose backend stays keep it: only the flows of a removed backend move.
+            let kept: Vec<Option<usize>> = match &prev {
+                Some(p) if p.maglev.len() == record.maglev_size as usize => p
+                    .maglev
+                    .iter()
+                    .map(|id| active_ids.iter().position(|a| a == id))
+                    .collect(),
+                _ => vec![None; record.maglev_size as usize],
+            };
+            table = maglev::rebalance(&kept, &names, record.maglev_size)
+                .into_iter()
+                .map(|owner| active_ids[owner as usize])
+                .collect();
+            for (index, id) in table.iter().enumerate() {
+                self.maps
+                    .update_maglev(&maglev_key(&record, index as u32), *id)?;
+            }
+        }
         self.maps.update_service(&key, &record)?;
         self.rev_nat_used.insert(rev_nat_id);
         for id in &ids {
@@ -198,6 +253,7 @@ impl<M: LbMaps> LbTable<M> {
         let state = ServiceState {
             record,
             backend_ids: ids,
+            maglev: table,
         };
         if let Some(prev) = self.services.insert(key, state) {
             self.retire(&key, &prev)?;
@@ -274,12 +330,18 @@ impl<M: LbMaps> LbTable<M> {
         })
     }
 
-    /// Deletes the slots of a replaced record's bank and drops its backend references.
+    /// Deletes the slots (and Maglev table) of a replaced record's bank and drops its backend
+    /// references.
     fn retire(&mut self, key: &Lb4Key, prev: &ServiceState) -> Result<(), TableError> {
         let bank_bit = prev.record.bank_bit();
         for n in 1..=prev.backend_ids.len() {
             self.maps
                 .delete_service(&key.backend_slot(bank_bit, n as u16))?;
+        }
+        if !prev.maglev.is_empty() {
+            for index in 0..prev.record.maglev_size {
+                self.maps.delete_maglev(&maglev_key(&prev.record, index))?;
+            }
         }
         for id in &prev.backend_ids {
             self.add_ref(*id, -1);
@@ -356,6 +418,15 @@ impl<M: LbMaps> LbTable<M> {
         (1..=u16::MAX)
             .find(|id| !self.rev_nat_used.contains(id))
             .ok_or(TableError::RevNatExhausted)
+    }
+}
+
+const fn maglev_key(record: &Lb4Service, index: u32) -> Maglev4Key {
+    Maglev4Key {
+        rev_nat_id: record.rev_nat_id,
+        bank: record.bank,
+        _pad: 0,
+        index,
     }
 }
 
@@ -516,6 +587,67 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn maglev_tables_switch_with_the_record_and_leave_no_leftovers() {
+        let mut t = LbTable::open(FakeLbMaps::new()).unwrap();
+        let mut s = svc(1, &[1, 2, 3]);
+        s.algorithm = Algorithm::Maglev;
+        t.upsert(&s).unwrap();
+        let m = skiff_ebpf_common::MAGLEV_DEFAULT_SIZE as usize;
+        assert_eq!(t.maps().maglev.len(), m);
+        let record = t.maps().services[&fe(1).key()];
+        assert_eq!(record.maglev_size as usize, m);
+        // Replacing the set writes the other bank's table first (FakeLbMaps checks the live
+        // table after every record write), then removes the old one.
+        s.backends.pop();
+        t.upsert(&s).unwrap();
+        assert_eq!(t.maps().maglev.len(), m);
+        let live: BTreeSet<u32> = t.maps().maglev.values().copied().collect();
+        assert_eq!(live.len(), 2, "only the two remaining backends own slots");
+        // Back to random: the table goes away.
+        s.algorithm = Algorithm::Random;
+        t.upsert(&s).unwrap();
+        assert!(t.maps().maglev.is_empty());
+        s.algorithm = Algorithm::Maglev;
+        t.upsert(&s).unwrap();
+        assert!(t.delete(&fe(1)).unwrap());
+        assert!(t.maps().maglev.is_empty());
+    }
+
+    #[test]
+    fn maglev_removal_moves_only_the_removed_backends_slots() {
+        let mut t = LbTable::open(FakeLbMaps::new()).unwrap();
+        let mut s = svc(1, &[1, 2, 3, 4, 5]);
+        s.algorithm = Algorithm::Maglev;
+        t.upsert(&s).unwrap();
+        let owner = |t: &LbTable<FakeLbMaps>| -> Vec<SocketAddrV4> {
+            let record = t.maps().services[&fe(1).key()];
+            (0..record.maglev_size)
+                .map(|i| {
+                    let id = t.maps().maglev[&maglev_key(&record, i)];
+                    t.identity_by_id[&id].0
+                })
+                .collect()
+        };
+        let before = owner(&t);
+        let removed = be(3).address;
+        s.backends.retain(|b| b.address != removed);
+        t.upsert(&s).unwrap();
+        let after = owner(&t);
+        let moved = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+        assert!(
+            before
+                .iter()
+                .zip(&after)
+                .all(|(a, b)| a == b || *a == removed)
+        );
+        let share = moved as f64 / before.len() as f64;
+        assert!(
+            (share - 0.2).abs() < 0.01,
+            "moved {share} of the flows, ideal 1/5"
+        );
     }
 
     #[test]

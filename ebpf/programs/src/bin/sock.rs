@@ -1,20 +1,28 @@
 //! skiff-sock: cgroup sock_addr programs, the socket-level (east-west) service load balancer.
 //!
-//! A connect() to a service address is rewritten to a backend before the socket ever sends a
-//! packet, so ClusterIP traffic needs no per-packet NAT and no conntrack entry.
+//! connect() and sendmsg() to a service address are rewritten to a backend before the socket
+//! sends anything, so ClusterIP traffic needs no per-packet NAT and no conntrack entry.
+//! getpeername() and recvmsg() are rewritten back, so applications see the service address.
 //!
 //! # Minimum kernel version
-//! 5.18 (`bpf_set_retval` from cgroup sock_addr programs, used to refuse with ECONNREFUSED).
+//! 5.18 (`bpf_set_retval` from cgroup sock_addr programs, used to refuse with ECONNREFUSED;
+//! getpeername4 needs 5.8).
 #![no_std]
 #![no_main]
 #![expect(unsafe_code, reason = "the sock_addr context is a raw kernel pointer")]
 
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
-use aya_ebpf::{helpers::bpf_set_retval, macros::cgroup_sock_addr, programs::SockAddrContext};
-use skiff_ebpf::{lb, stats::bump};
+use aya_ebpf::{
+    EbpfContext as _,
+    helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_set_retval},
+    macros::cgroup_sock_addr,
+    programs::SockAddrContext,
+};
+use skiff_ebpf::{lb, maps::SKIFF_SKRV4_V1, stats::bump};
 use skiff_ebpf_common::{
-    Lb4Key, PROTO_TCP, PROTO_UDP, SCOPE_EXTERNAL, STAT_SOCK4_NO_BACKEND, STAT_SOCK4_TRANSLATED,
+    AFFINITY_NETNS, Affinity4Key, Lb4Key, PROTO_TCP, PROTO_UDP, SCOPE_EXTERNAL,
+    STAT_SOCK4_NO_BACKEND, STAT_SOCK4_REVNAT, STAT_SOCK4_TRANSLATED, SockRevNat4, SockRevNat4Key,
 };
 
 /// Let the syscall proceed.
@@ -30,22 +38,67 @@ static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
 
 #[cgroup_sock_addr(connect4)]
 pub fn skiff_connect4(ctx: SockAddrContext) -> i32 {
-    // An internal error must never break the application's connect(): let it through as is.
-    try_connect4(&ctx).unwrap_or(SYS_PROCEED)
+    verdict(translate4(&ctx))
 }
 
-fn try_connect4(ctx: &SockAddrContext) -> Result<i32, i32> {
+#[cgroup_sock_addr(sendmsg4)]
+pub fn skiff_sendmsg4(ctx: SockAddrContext) -> i32 {
+    verdict(translate4(&ctx))
+}
+
+/// The program's return value as a constant the verifier can see is 0 or 1. An internal error
+/// never breaks the application's syscall: it goes through untranslated.
+#[inline(always)]
+fn verdict(result: Result<i32, i32>) -> i32 {
+    match result {
+        Ok(SYS_REJECT) => SYS_REJECT,
+        _ => SYS_PROCEED,
+    }
+}
+
+#[cgroup_sock_addr(recvmsg4)]
+pub fn skiff_recvmsg4(ctx: SockAddrContext) -> i32 {
+    reverse4(&ctx);
+    // recvmsg programs must return 1.
+    SYS_PROCEED
+}
+
+#[cgroup_sock_addr(getpeername4)]
+pub fn skiff_getpeername4(ctx: SockAddrContext) -> i32 {
+    reverse4(&ctx);
+    SYS_PROCEED
+}
+
+/// The address family, protocol, address and port of the syscall (address and port in
+/// network byte order).
+#[inline(always)]
+fn read(ctx: &SockAddrContext) -> (u32, u32, u32, u16) {
     let sa = ctx.sock_addr;
     // SAFETY: `sa` is the kernel-provided context; volatile reads keep LLVM from merging
-    // adjacent context loads into wider ones, which the verifier rejects.
-    let (family, proto, address, port) = unsafe {
+    // adjacent context loads into wider ones, which the verifier rejects. user_port carries
+    // the network-order port in its low 16 bits.
+    unsafe {
         (
             read_volatile(addr_of!((*sa).user_family)),
             read_volatile(addr_of!((*sa).protocol)),
             read_volatile(addr_of!((*sa).user_ip4)),
-            read_volatile(addr_of!((*sa).user_port)),
+            read_volatile(addr_of!((*sa).user_port)) as u16,
         )
-    };
+    }
+}
+
+#[inline(always)]
+fn write(ctx: &SockAddrContext, address: u32, port: u16) {
+    let sa = ctx.sock_addr;
+    // SAFETY: writable context fields of these hooks, written whole (4 bytes each).
+    unsafe {
+        write_volatile(addr_of_mut!((*sa).user_ip4), address);
+        write_volatile(addr_of_mut!((*sa).user_port), u32::from(port));
+    }
+}
+
+fn translate4(ctx: &SockAddrContext) -> Result<i32, i32> {
+    let (family, proto, address, port) = read(ctx);
     if family != AF_INET {
         return Ok(SYS_PROCEED);
     }
@@ -54,22 +107,62 @@ fn try_connect4(ctx: &SockAddrContext) -> Result<i32, i32> {
         17 => PROTO_UDP,
         _ => return Ok(SYS_PROCEED),
     };
-    // user_port carries the network-order port in its low 16 bits.
-    let key = Lb4Key::service(address, port as u16, proto, SCOPE_EXTERNAL);
-    let Some(svc) = lb::lookup_service(&key) else {
+    let mut key = Lb4Key::service(address, port, proto, SCOPE_EXTERNAL);
+    let Some(svc) = lb::lookup_service_internal(&mut key) else {
         return Ok(SYS_PROCEED);
     };
-    let Some(backend) = lb::select_backend(&key, &svc) else {
+    // One pod is one client for sessionAffinity: its network namespace identifies it.
+    // SAFETY: helper taking the program's own context.
+    let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
+    let client = Affinity4Key {
+        client: netns,
+        rev_nat_id: svc.rev_nat_id,
+        kind: AFFINITY_NETNS,
+        _pad: [0; 5],
+    };
+    let Some(selected) = lb::select_backend(&key, &svc, &client, lb::random()) else {
         bump(STAT_SOCK4_NO_BACKEND);
+        // A service without backends fails fast, as a closed port would, instead of timing out.
         // SAFETY: helper call with a plain integer argument.
         unsafe { bpf_set_retval(-ECONNREFUSED) };
         return Ok(SYS_REJECT);
     };
-    // SAFETY: writable context fields of connect4, written whole (4 bytes each).
-    unsafe {
-        write_volatile(addr_of_mut!((*sa).user_ip4), backend.address);
-        write_volatile(addr_of_mut!((*sa).user_port), u32::from(backend.port));
-    }
+    write(ctx, selected.backend.address, selected.backend.port);
+    // SAFETY: helper taking the program's own context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let rev_key = SockRevNat4Key {
+        cookie,
+        address: selected.backend.address,
+        port: selected.backend.port,
+        _pad: [0; 2],
+    };
+    let rev = SockRevNat4 {
+        address,
+        port,
+        rev_nat_id: svc.rev_nat_id,
+    };
+    // Without the entry the application sees the backend as its peer; the flow still works.
+    let _ = SKIFF_SKRV4_V1.insert(&rev_key, &rev, 0);
     bump(STAT_SOCK4_TRANSLATED);
     Ok(SYS_PROCEED)
+}
+
+fn reverse4(ctx: &SockAddrContext) {
+    let (family, _, address, port) = read(ctx);
+    if family != AF_INET {
+        return;
+    }
+    // SAFETY: helper taking the program's own context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let key = SockRevNat4Key {
+        cookie,
+        address,
+        port,
+        _pad: [0; 2],
+    };
+    // SAFETY: copied out at once.
+    if let Some(rev) = unsafe { SKIFF_SKRV4_V1.get(&key).copied() } {
+        write(ctx, rev.address, rev.port);
+        bump(STAT_SOCK4_REVNAT);
+    }
 }
