@@ -26,5 +26,5 @@ pub use maps::{FakeLbMaps, LbMaps, MapsError};
 pub use model::{
     Algorithm, Backend, BackendState, Frontend, ParseError, Protocol, Scope, Service, ServiceKind,
 };
-pub use pinned::{PinnedLbMaps, Stats, read_stats};
+pub use pinned::{CtFlow, MapUsage, PinnedLbMaps, Stats, map_usage, read_conntrack, read_stats};
 pub use table::{LbTable, TableError};

@@ -1,15 +1,20 @@
 //! The real maps: opened from their pins under `<bpffs>/maps`, so this works the same from the
 //! agent, from the CLI and while no agent runs at all.
 
-use std::path::{Path, PathBuf};
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    path::{Path, PathBuf},
+};
 
 use aya::maps::{HashMap, Map, MapData, PerCpuArray};
 use serde::Serialize;
 use skiff_ebpf_common::{
-    Backend4, Lb4Key, Lb4Service, MAP_BACKENDS4, MAP_MAGLEV4, MAP_SERVICES4, MAP_STATS, Maglev4Key,
+    Affinity4, Affinity4Key, Backend4, CT_FLAG_SNAT, CT_REPLY, CT_TCP_FIN, CT_TCP_RST, CT_TCP_SYN,
+    Ct4Entry, Ct4Key, Lb4Key, Lb4Service, MAP_AFFINITY4, MAP_BACKENDS4, MAP_CT4, MAP_MAGLEV4,
+    MAP_SERVICES4, MAP_SOCK_REVNAT4, MAP_STATS, Maglev4Key, SockRevNat4, SockRevNat4Key,
 };
 
-use crate::{LbMaps, MapsError};
+use crate::{LbMaps, MapsError, Protocol};
 
 /// Where the maps of a bpffs directory are pinned.
 #[must_use]
@@ -162,4 +167,107 @@ pub fn read_stats(bpffs: &Path) -> Result<Stats, MapsError> {
         ct_insert_fail: sum(c::STAT_CT_INSERT_FAIL)?,
         nat_no_port: sum(c::STAT_NAT_NO_PORT)?,
     })
+}
+
+/// One tracked flow direction, as `skiff ct list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CtFlow {
+    pub protocol: Option<Protocol>,
+    /// `original` (client to frontend) or `reply` (backend to client or node).
+    pub direction: &'static str,
+    pub source: SocketAddrV4,
+    pub destination: SocketAddrV4,
+    pub frontend: SocketAddrV4,
+    pub backend_id: u32,
+    /// The SNAT address of an original flow, or the client an answer goes back to.
+    pub nat: Option<SocketAddrV4>,
+    pub packets: u64,
+    /// Seconds until the entry expires (negative: expired, awaiting reuse or eviction).
+    pub expires_in_s: i64,
+    pub tcp_flags: String,
+}
+
+fn sock(addr: u32, port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::from(addr.to_ne_bytes()), u16::from_be(port))
+}
+
+impl CtFlow {
+    fn new(key: &Ct4Key, entry: &Ct4Entry, now_ns: u64) -> Self {
+        let reply = key.dir == CT_REPLY;
+        let nat = if reply || entry.flags & CT_FLAG_SNAT != 0 {
+            Some(sock(entry.nat_addr, entry.nat_port))
+        } else {
+            None
+        };
+        let mut tcp_flags = String::new();
+        for (bit, name) in [(CT_TCP_SYN, "S"), (CT_TCP_FIN, "F"), (CT_TCP_RST, "R")] {
+            if entry.tcp_flags & bit != 0 {
+                tcp_flags.push_str(name);
+            }
+        }
+        let remaining = i128::from(entry.expires_ns) - i128::from(now_ns);
+        Self {
+            protocol: Protocol::from_number(key.proto),
+            direction: if reply { "reply" } else { "original" },
+            source: sock(key.saddr, key.sport),
+            destination: sock(key.daddr, key.dport),
+            frontend: sock(entry.frontend_addr, entry.frontend_port),
+            backend_id: entry.backend_id,
+            nat,
+            packets: entry.packets,
+            expires_in_s: i64::try_from(remaining / 1_000_000_000).unwrap_or(i64::MAX),
+            tcp_flags,
+        }
+    }
+}
+
+/// Every conntrack entry, decoded. `now_ns` is CLOCK_MONOTONIC in nanoseconds (the clock of
+/// `bpf_ktime_get_ns`).
+pub fn read_conntrack(bpffs: &Path, now_ns: u64) -> Result<Vec<CtFlow>, MapsError> {
+    let map: HashMap<MapData, Ct4Key, Ct4Entry> =
+        HashMap::try_from(Map::LruHashMap(open(bpffs, MAP_CT4)?))
+            .map_err(op_err("open", MAP_CT4))?;
+    let mut flows = Vec::new();
+    for item in map.iter() {
+        let (key, entry) = item.map_err(op_err("dump", MAP_CT4))?;
+        flows.push(CtFlow::new(&key, &entry, now_ns));
+    }
+    flows.sort_by_key(|f| (f.frontend, f.source, f.direction));
+    Ok(flows)
+}
+
+/// How full a map is: the numbers behind map-pressure alerts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MapUsage {
+    pub name: &'static str,
+    pub entries: u64,
+    pub capacity: u32,
+}
+
+/// Entries against capacity for the maps that fill up with traffic or services.
+pub fn map_usage(bpffs: &Path) -> Result<Vec<MapUsage>, MapsError> {
+    fn count<K: aya::Pod, V: aya::Pod>(
+        bpffs: &Path,
+        name: &'static str,
+        wrap: fn(MapData) -> Map,
+    ) -> Result<MapUsage, MapsError> {
+        let data = open(bpffs, name)?;
+        let capacity = data.info().map_err(op_err("info", name))?.max_entries();
+        let map: HashMap<MapData, K, V> =
+            HashMap::try_from(wrap(data)).map_err(op_err("open", name))?;
+        let entries = map.keys().filter(Result::is_ok).count() as u64;
+        Ok(MapUsage {
+            name,
+            entries,
+            capacity,
+        })
+    }
+    Ok(vec![
+        count::<Ct4Key, Ct4Entry>(bpffs, MAP_CT4, Map::LruHashMap)?,
+        count::<Lb4Key, Lb4Service>(bpffs, MAP_SERVICES4, Map::HashMap)?,
+        count::<u32, Backend4>(bpffs, MAP_BACKENDS4, Map::HashMap)?,
+        count::<Affinity4Key, Affinity4>(bpffs, MAP_AFFINITY4, Map::LruHashMap)?,
+        count::<SockRevNat4Key, SockRevNat4>(bpffs, MAP_SOCK_REVNAT4, Map::LruHashMap)?,
+        count::<Maglev4Key, u32>(bpffs, MAP_MAGLEV4, Map::HashMap)?,
+    ])
 }

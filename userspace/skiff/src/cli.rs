@@ -9,8 +9,9 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use skiff_datapath::{
-    Algorithm, Attachment, Backend, Datapath, DatapathConfig, Frontend, LbTable, PinnedLbMaps,
-    Service, ServiceKind, attachments, detach_all, read_stats,
+    Algorithm, Attachment, Backend, CtFlow, Datapath, DatapathConfig, Frontend, LbTable,
+    PinnedLbMaps, Service, ServiceKind, attachments, detach_all, map_usage, read_conntrack,
+    read_stats,
 };
 
 use crate::{
@@ -39,6 +40,9 @@ enum Command {
     /// Inspect and edit the service load-balancing maps directly (works with no agent running).
     #[command(subcommand)]
     Lb(LbCommand),
+    /// Inspect connection tracking of north-south (NodePort, LoadBalancer) flows.
+    #[command(subcommand)]
+    Ct(CtCommand),
     /// Print the version.
     Version,
 }
@@ -75,12 +79,19 @@ enum DatapathCommand {
         /// Interface (in this network namespace) that gets the tc program on ingress.
         #[arg(long)]
         iface: Vec<String>,
+        /// Node address that NodePort flows to backends on other nodes are SNATed to
+        /// (without it they keep the client's address).
+        #[arg(long)]
+        node_ip: Option<std::net::Ipv4Addr>,
         /// Capacity of the service map, used only when it is created.
         #[arg(long, default_value_t = DatapathConfig::default().services_max)]
         services_max: u32,
         /// Capacity of the backend map, used only when it is created.
         #[arg(long, default_value_t = DatapathConfig::default().backends_max)]
         backends_max: u32,
+        /// Capacity of the conntrack map, used only when it is created.
+        #[arg(long, default_value_t = DatapathConfig::default().ct_max)]
+        ct_max: u32,
     },
     /// Detach every program and remove every map under the bpffs directory.
     Detach {
@@ -89,6 +100,33 @@ enum DatapathCommand {
     },
     /// Show what is attached and the datapath counters.
     Status {
+        #[command(flatten)]
+        bpffs: BpffsArg,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CtCommand {
+    /// List tracked flows.
+    List {
+        #[command(flatten)]
+        bpffs: BpffsArg,
+        /// Only flows to this frontend (VIP:PORT).
+        #[arg(long)]
+        frontend: Option<std::net::SocketAddrV4>,
+        /// Only flows from or to this address.
+        #[arg(long)]
+        address: Option<std::net::Ipv4Addr>,
+        /// Include expired entries (they linger until reused or evicted).
+        #[arg(long)]
+        all: bool,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Entries against capacity of every map that fills up (the map-pressure numbers).
+    Stats {
         #[command(flatten)]
         bpffs: BpffsArg,
         #[arg(short, long, value_enum, default_value_t)]
@@ -137,6 +175,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up(args) => sandbox::up(&args),
         Command::Datapath(cmd) => datapath(cmd),
         Command::Lb(cmd) => lb(cmd),
+        Command::Ct(cmd) => ct(cmd),
         Command::Version => {
             println!("skiff {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -150,8 +189,10 @@ fn datapath(cmd: DatapathCommand) -> anyhow::Result<()> {
             bpffs,
             cgroup,
             iface,
+            node_ip,
             services_max,
             backends_max,
+            ct_max,
         } => {
             if cgroup.is_none() && iface.is_empty() {
                 bail!("nothing to attach: give --cgroup PATH and/or --iface NAME");
@@ -160,6 +201,9 @@ fn datapath(cmd: DatapathCommand) -> anyhow::Result<()> {
                 bpffs: bpffs.bpffs,
                 services_max,
                 backends_max,
+                ct_max,
+                snat_ipv4: node_ip,
+                ..DatapathConfig::default()
             };
             let mut dp = Datapath::load(config)?;
             if let Some(cgroup) = cgroup {
@@ -265,6 +309,96 @@ fn lb(cmd: LbCommand) -> anyhow::Result<()> {
             match output {
                 Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&services)?)?,
                 Format::Table => writeln!(out, "{}", services_table(&services))?,
+            }
+            Ok(())
+        }
+    }
+}
+
+fn ct(cmd: CtCommand) -> anyhow::Result<()> {
+    match cmd {
+        CtCommand::List {
+            bpffs,
+            frontend,
+            address,
+            all,
+            output,
+        } => {
+            let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+                .context("reading CLOCK_MONOTONIC")?;
+            let now_ns = u64::try_from(now.tv_sec()).unwrap_or(0) * 1_000_000_000
+                + u64::try_from(now.tv_nsec()).unwrap_or(0);
+            let flows: Vec<CtFlow> = read_conntrack(&bpffs.bpffs, now_ns)?
+                .into_iter()
+                .filter(|f| all || f.expires_in_s >= 0)
+                .filter(|f| frontend.is_none_or(|fe| f.frontend == fe))
+                .filter(|f| address.is_none_or(|a| *f.source.ip() == a || *f.destination.ip() == a))
+                .collect();
+            match output {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&flows)?),
+                Format::Table => {
+                    let rows = flows
+                        .iter()
+                        .map(|f| {
+                            vec![
+                                f.protocol.map_or_else(|| "?".to_owned(), |p| p.to_string()),
+                                f.direction.to_owned(),
+                                f.source.to_string(),
+                                f.destination.to_string(),
+                                f.frontend.to_string(),
+                                f.backend_id.to_string(),
+                                f.nat.map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                                f.packets.to_string(),
+                                if f.tcp_flags.is_empty() {
+                                    "-".to_owned()
+                                } else {
+                                    f.tcp_flags.clone()
+                                },
+                                format!("{}s", f.expires_in_s),
+                            ]
+                        })
+                        .collect();
+                    println!(
+                        "{}",
+                        table(
+                            &[
+                                "proto",
+                                "dir",
+                                "source",
+                                "destination",
+                                "frontend",
+                                "backend",
+                                "nat",
+                                "packets",
+                                "flags",
+                                "expires"
+                            ],
+                            rows
+                        )
+                    );
+                }
+            }
+            Ok(())
+        }
+        CtCommand::Stats { bpffs, output } => {
+            let usage = map_usage(&bpffs.bpffs)?;
+            match output {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&usage)?),
+                Format::Table => {
+                    let rows = usage
+                        .iter()
+                        .map(|u| {
+                            let pct = 100.0 * u.entries as f64 / f64::from(u.capacity.max(1));
+                            vec![
+                                u.name.to_owned(),
+                                u.entries.to_string(),
+                                u.capacity.to_string(),
+                                format!("{pct:.1}%"),
+                            ]
+                        })
+                        .collect();
+                    println!("{}", table(&["map", "entries", "capacity", "used"], rows));
+                }
             }
             Ok(())
         }
