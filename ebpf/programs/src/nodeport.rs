@@ -4,7 +4,12 @@
 //! for its whole life whatever happens to the backend set.
 
 use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST, TC_ACT_OK, TC_ACT_SHOT},
+    EbpfContext as _,
+    bindings::{
+        BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_FIB_LKUP_RET_NO_NEIGH,
+        BPF_FIB_LKUP_RET_SUCCESS, BPF_NOEXIST, TC_ACT_OK, TC_ACT_SHOT, bpf_fib_lookup,
+    },
+    helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect_neigh},
     programs::TcContext,
 };
 use skiff_ebpf_common::{
@@ -27,6 +32,7 @@ const ACT_SHOT: i32 = TC_ACT_SHOT as i32;
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const IP_FRAG_OFF: usize = ETH_HLEN + 6;
+const IP_TTL: usize = ETH_HLEN + 8;
 const IP_PROTO: usize = ETH_HLEN + 9;
 const IP_CSUM: usize = ETH_HLEN + 10;
 const IP_SADDR: usize = ETH_HLEN + 12;
@@ -38,6 +44,7 @@ const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
+const AF_INET: u8 = 2;
 /// How many SNAT ports a new flow tries before it is dropped (bounded for the verifier).
 const NAT_PORT_TRIES: u32 = 16;
 
@@ -70,10 +77,16 @@ pub fn handle(ctx: &TcContext) -> Result<i32, i64> {
         let entry = unsafe { &mut *entry };
         if entry.expires_ns > now {
             refresh(entry, &pkt, now);
-            rewrite_src(ctx, &pkt, entry.frontend_addr, entry.frontend_port)?;
-            rewrite_dst(ctx, &pkt, entry.nat_addr, entry.nat_port)?;
+            let (src, sport, dst, dport) = (
+                entry.frontend_addr,
+                entry.frontend_port,
+                entry.nat_addr,
+                entry.nat_port,
+            );
+            rewrite_src(ctx, &pkt, src, sport)?;
+            rewrite_dst(ctx, &pkt, dst, dport)?;
             bump(STAT_TC_REVNAT);
-            return Ok(ACT_OK);
+            return forward(ctx, &pkt, src, dst, sport, dport);
         }
     }
 
@@ -92,12 +105,15 @@ pub fn handle(ctx: &TcContext) -> Result<i32, i64> {
             && let Some(backend) = lb::backend(entry.backend_id)
         {
             refresh(entry, &pkt, now);
-            if entry.flags & CT_FLAG_SNAT != 0 {
+            let (src, sport) = if entry.flags & CT_FLAG_SNAT != 0 {
                 rewrite_src(ctx, &pkt, entry.nat_addr, entry.nat_port)?;
-            }
+                (entry.nat_addr, entry.nat_port)
+            } else {
+                (pkt.saddr, pkt.sport)
+            };
             rewrite_dst(ctx, &pkt, backend.address, backend.port)?;
             bump(STAT_TC_TRANSLATED);
-            return Ok(ACT_OK);
+            return forward(ctx, &pkt, src, backend.address, sport, backend.port);
         }
     }
 
@@ -179,12 +195,65 @@ pub fn handle(ctx: &TcContext) -> Result<i32, i64> {
         bump(STAT_CT_INSERT_FAIL);
         return Ok(ACT_SHOT);
     }
-    if snat {
+    let (src, sport) = if snat {
         rewrite_src(ctx, &pkt, orig.nat_addr, orig.nat_port)?;
-    }
+        (orig.nat_addr, orig.nat_port)
+    } else {
+        (pkt.saddr, pkt.sport)
+    };
     rewrite_dst(ctx, &pkt, backend.address, backend.port)?;
     bump(STAT_TC_TRANSLATED);
-    Ok(ACT_OK)
+    forward(ctx, &pkt, src, backend.address, sport, backend.port)
+}
+
+/// Sends a translated packet straight out of the interface its new destination routes to.
+/// Handing it back to the stack would not do: a packet whose source is now this node's own
+/// address (SNAT, or a reply from the frontend) arriving from outside is a martian and dropped.
+/// Packets for this node itself, or that the FIB cannot route, go to the stack as they are.
+#[inline(always)]
+fn forward(
+    ctx: &TcContext,
+    pkt: &Packet,
+    src: u32,
+    dst: u32,
+    sport: u16,
+    dport: u16,
+) -> Result<i32, i64> {
+    // SAFETY: an all-zero bpf_fib_lookup is a valid "no input" request; only plain integer
+    // fields and union members are written below.
+    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    params.family = AF_INET;
+    params.l4_protocol = pkt.proto;
+    params.sport = sport;
+    params.dport = dport;
+    // SAFETY: the context is the kernel's __sk_buff for this program.
+    params.ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    params.__bindgen_anon_3.ipv4_src = src;
+    params.__bindgen_anon_4.ipv4_dst = dst;
+    // SAFETY: `params` is a properly sized, initialised struct on the stack.
+    let rc = unsafe {
+        fib_lookup(
+            ctx.as_ptr(),
+            &raw mut params,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) && rc != i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) {
+        return Ok(ACT_OK);
+    }
+    // A forwarded packet loses a hop, as routing would take it; the stack answers the last one.
+    let ttl_proto = ctx.load::<u16>(IP_TTL)?;
+    let ttl = ttl_proto.to_ne_bytes()[0];
+    if ttl <= 1 {
+        return Ok(ACT_OK);
+    }
+    let lowered = u16::from_ne_bytes([ttl - 1, ttl_proto.to_ne_bytes()[1]]);
+    ctx.l3_csum_replace(IP_CSUM, u64::from(ttl_proto), u64::from(lowered), 2)?;
+    ctx.store(IP_TTL, &lowered, 0)?;
+    // SAFETY: no neighbour parameters: the kernel resolves the next hop from its FIB.
+    let action = unsafe { bpf_redirect_neigh(params.ifindex, core::ptr::null_mut(), 0, 0) };
+    Ok(action as i32)
 }
 
 impl Packet {

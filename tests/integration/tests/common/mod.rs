@@ -1,0 +1,298 @@
+//! Shared pieces of the privileged tests: backend servers, the netprobe client, and a lab
+//! topology of network namespaces around a "node".
+//!
+//! Network safety: every address below exists only inside namespaces the tests create. The
+//! node namespace has routes only to its own links, so a packet that a failed program would
+//! leave untranslated (to a 10.96.x VIP) fails with ENETUNREACH inside the namespace.
+
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of this module"
+)]
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    path::Path,
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    thread,
+    time::Duration,
+};
+
+use serde_json::Value;
+use skiff_datapath::{Datapath, DatapathConfig, LbTable, PinnedLbMaps};
+use skiff_test_support::{BpffsDir, Cgroup, ChildGuard, NetNs, veth_pair};
+
+pub const BACKEND_PORT: u16 = 8080;
+pub const ENETUNREACH: i64 = 101;
+pub const ECONNREFUSED: i64 = 111;
+
+/// The netprobe binary built alongside these tests.
+pub fn netprobe() -> &'static str {
+    env!("CARGO_BIN_EXE_netprobe")
+}
+
+/// The `skiff` binary, built by `cargo xtask test` into the same target directory.
+pub fn skiff_bin() -> std::path::PathBuf {
+    let bin = Path::new(netprobe()).with_file_name("skiff");
+    assert!(
+        bin.exists(),
+        "{} is missing: run these tests through `cargo xtask test`, which builds it",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs netprobe to completion and returns its (last) JSON line.
+pub fn run_probe(mut cmd: Command, args: &[&str]) -> Value {
+    let out = cmd.args(args).output().expect("running netprobe");
+    assert!(
+        out.status.success(),
+        "netprobe {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("netprobe {args:?} printed {stdout:?}: {e}"))
+}
+
+/// A backend: a TCP server that greets each connection with `NAME PEER` (the address it sees
+/// the client as) and then echoes lines, and a UDP server on the same port answering each
+/// datagram with `NAME PEER`. Stops on drop.
+pub struct Server {
+    stop: Arc<AtomicBool>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn start(ns: &NetNs, name: &str, port: u16) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let (tcp_stop, tcp_name, tcp_tx) = (Arc::clone(&stop), name.to_owned(), tx.clone());
+        let tcp = ns.spawn(move || {
+            let listener = TcpListener::bind(("0.0.0.0", port)).expect("bind tcp");
+            listener.set_nonblocking(true).expect("nonblocking");
+            tcp_tx.send(()).expect("ready");
+            while !tcp_stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, peer)) => {
+                        let greeting = format!("{tcp_name} {peer}\n");
+                        thread::spawn(move || echo(stream, &greeting));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(1)),
+                }
+            }
+        });
+        let (udp_stop, udp_name) = (Arc::clone(&stop), name.to_owned());
+        let udp = ns.spawn(move || {
+            let socket = UdpSocket::bind(("0.0.0.0", port)).expect("bind udp");
+            socket
+                .set_read_timeout(Some(Duration::from_millis(20)))
+                .expect("timeout");
+            tx.send(()).expect("ready");
+            let mut buf = [0_u8; 512];
+            while !udp_stop.load(Ordering::Relaxed) {
+                if let Ok((_, peer)) = socket.recv_from(&mut buf) {
+                    let _ = socket.send_to(format!("{udp_name} {peer}").as_bytes(), peer);
+                }
+            }
+        });
+        rx.recv().expect("tcp server ready");
+        rx.recv().expect("udp server ready");
+        Self {
+            stop,
+            threads: vec![tcp, udp],
+        }
+    }
+}
+
+fn echo(stream: TcpStream, greeting: &str) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    if writer.write_all(greeting.as_bytes()).is_err() {
+        return;
+    }
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    while matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
+        if writer.write_all(line.as_bytes()).is_err() {
+            return;
+        }
+        line.clear();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One backend namespace linked to the node.
+pub struct BackendNs {
+    pub name: String,
+    pub ns: NetNs,
+    /// The backend's address (what services point at).
+    pub addr: Ipv4Addr,
+    _server: Server,
+}
+
+impl BackendNs {
+    pub fn endpoint(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(self.addr, BACKEND_PORT)
+    }
+}
+
+/// A node namespace with a test cgroup and bpffs directory, backends on their own links
+/// (198.18.i.2, node side 198.18.i.1), and an external client (198.19.0.2) on the node's
+/// "external" interface (198.19.0.1, also the node's SNAT address).
+pub struct Lab {
+    pub node: NetNs,
+    pub cgroup: Cgroup,
+    pub pins: BpffsDir,
+    pub backends: Vec<BackendNs>,
+    pub ext: NetNs,
+    /// Node-side interfaces: the external one first, then one per backend.
+    pub node_ifs: Vec<String>,
+}
+
+pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
+pub const EXT_CLIENT_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 2);
+
+impl Lab {
+    pub fn new(backends: usize) -> Self {
+        let node = NetNs::new("node");
+        let ext = NetNs::new("ext");
+        let (node_ext_if, _) = veth_pair(&node, "198.19.0.1/24", &ext, "198.19.0.2/24");
+        ext.ip(&["route", "add", "default", "via", "198.19.0.1"]);
+        let mut node_ifs = vec![node_ext_if];
+        let mut list = Vec::new();
+        for i in 0..backends {
+            list.push(Self::backend_ns(&node, i, &mut node_ifs));
+        }
+        sysctl(&node, "net.ipv4.ip_forward=1");
+        Self {
+            node,
+            cgroup: Cgroup::new("cg"),
+            pins: BpffsDir::new("pins"),
+            backends: list,
+            ext,
+            node_ifs,
+        }
+    }
+
+    fn backend_ns(node: &NetNs, i: usize, node_ifs: &mut Vec<String>) -> BackendNs {
+        let name = format!("be{i}");
+        let ns = NetNs::new(&name);
+        let (node_if, _) = veth_pair(
+            node,
+            &format!("198.18.{i}.1/24"),
+            &ns,
+            &format!("198.18.{i}.2/24"),
+        );
+        ns.ip(&["route", "add", "default", "via", &format!("198.18.{i}.1")]);
+        node_ifs.push(node_if.clone());
+        let server = Server::start(&ns, &name, BACKEND_PORT);
+        BackendNs {
+            name,
+            ns,
+            addr: Ipv4Addr::new(198, 18, i as u8, 2),
+            _server: server,
+        }
+    }
+
+    /// Adds one more backend namespace (its tc program must be attached by the caller).
+    pub fn add_backend(&mut self) -> &BackendNs {
+        let i = self.backends.len();
+        let be = Self::backend_ns(&self.node, i, &mut self.node_ifs);
+        self.backends.push(be);
+        &self.backends[i]
+    }
+
+    pub fn config(&self) -> DatapathConfig {
+        DatapathConfig {
+            bpffs: self.pins.path().to_owned(),
+            snat_ipv4: Some(NODE_IP),
+            ..DatapathConfig::default()
+        }
+    }
+
+    /// Loads the datapath, attaches the socket LB to the test cgroup and the tc program to
+    /// every node interface.
+    pub fn attach(&self) {
+        let config = self.config();
+        self.node.run(|| {
+            let mut dp = Datapath::load(config).expect("loading the eBPF objects");
+            dp.attach_cgroup(self.cgroup.path())
+                .expect("attaching the socket LB");
+            for iface in &self.node_ifs {
+                dp.attach_tc(iface).expect("attaching tc");
+            }
+        });
+    }
+
+    pub fn table(&self) -> LbTable<PinnedLbMaps> {
+        LbTable::open(PinnedLbMaps::open(self.pins.path()).expect("open maps")).expect("open table")
+    }
+
+    /// netprobe run in the node namespace inside the test cgroup (socket LB applies).
+    pub fn probe(&self, args: &[&str]) -> Value {
+        run_probe(self.node.command_in_cgroup(&self.cgroup, netprobe()), args)
+    }
+
+    /// netprobe run in the node namespace outside the test cgroup.
+    pub fn probe_outside(&self, args: &[&str]) -> Value {
+        run_probe(self.node.command(netprobe()), args)
+    }
+
+    /// netprobe run on the external client.
+    pub fn probe_ext(&self, args: &[&str]) -> Value {
+        run_probe(self.ext.command(netprobe()), args)
+    }
+
+    /// A long-running netprobe in the cgroup; its stdout is piped.
+    pub fn spawn_probe(&self, args: &[&str]) -> ChildGuard {
+        let mut cmd = self.node.command_in_cgroup(&self.cgroup, netprobe());
+        cmd.args(args).stdout(Stdio::piped());
+        ChildGuard::spawn(cmd, format!("netprobe {args:?}"))
+    }
+
+    /// The backend name in a greeting (`NAME PEER`).
+    pub fn backend_of(reply: &Value) -> String {
+        reply["reply"]
+            .as_str()
+            .and_then(|r| r.split(' ').next())
+            .unwrap_or_else(|| panic!("no greeting in {reply}"))
+            .to_owned()
+    }
+
+    /// The peer address a backend saw, from its greeting.
+    pub fn seen_peer(reply: &Value) -> String {
+        reply["reply"]
+            .as_str()
+            .and_then(|r| r.split(' ').nth(1))
+            .unwrap_or_else(|| panic!("no peer in {reply}"))
+            .to_owned()
+    }
+}
+
+pub fn sysctl(ns: &NetNs, setting: &str) {
+    let status = ns
+        .command("sysctl")
+        .args(["-q", "-w", setting])
+        .status()
+        .expect("running sysctl");
+    assert!(status.success(), "sysctl {setting} in {}", ns.name());
+}
