@@ -6,18 +6,9 @@
 //! The node namespace has no default route, so if a program failed to attach, a connect() to
 //! the service address fails with ENETUNREACH instead of leaving the namespace.
 
-use std::{
-    io::Write as _,
-    net::{SocketAddrV4, TcpListener},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-        mpsc,
-    },
-    thread,
-    time::Duration,
-};
+mod common;
 
+use common::{ECONNREFUSED, ENETUNREACH, Lab, Server, netprobe, run_probe};
 use serde_json::Value;
 use skiff_datapath::{
     Attachment, Backend, Datapath, DatapathConfig, LbTable, PinnedLbMaps, Service, detach_all,
@@ -26,69 +17,14 @@ use skiff_datapath::{
 use skiff_test_support::{BpffsDir, Cgroup, NetNs, require_root, veth_pair};
 
 const VIP: &str = "10.96.0.10:80";
-const ENETUNREACH: i64 = 101;
-const ECONNREFUSED: i64 = 111;
 
 /// Runs netprobe in `ns` (and in `cgroup` when given) and returns its JSON report.
 fn probe(ns: &NetNs, cgroup: Option<&Cgroup>, args: &[&str]) -> Value {
-    let exe = env!("CARGO_BIN_EXE_netprobe");
-    let mut cmd = match cgroup {
-        Some(cg) => ns.command_in_cgroup(cg, exe),
-        None => ns.command(exe),
+    let cmd = match cgroup {
+        Some(cg) => ns.command_in_cgroup(cg, netprobe()),
+        None => ns.command(netprobe()),
     };
-    let out = cmd.args(args).output().expect("running netprobe");
-    assert!(
-        out.status.success(),
-        "netprobe {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("netprobe prints JSON")
-}
-
-/// A TCP server on 127.0.0.1 inside a namespace that answers each connection with its name.
-struct Server {
-    addr: SocketAddrV4,
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(ns: &NetNs, name: &'static str) -> Self {
-        let (tx, rx) = mpsc::channel();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = Arc::clone(&stop);
-        let thread = ns.spawn(move || {
-            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-            listener.set_nonblocking(true).expect("nonblocking");
-            tx.send(listener.local_addr().expect("local_addr"))
-                .expect("send addr");
-            while !stopping.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut stream, _)) => {
-                        let _ = stream.write_all(name.as_bytes());
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(2)),
-                }
-            }
-        });
-        let std::net::SocketAddr::V4(addr) = rx.recv().expect("server address") else {
-            unreachable!("bound to an IPv4 address")
-        };
-        Self {
-            addr,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+    run_probe(cmd, args)
 }
 
 fn attach(
@@ -116,7 +52,8 @@ fn datapath_loads_attaches_and_acts_in_test_namespaces_only() {
     let (node_if, _) = veth_pair(&node, "198.18.0.1/24", &peer, "198.18.0.2/24");
     let cgroup = Cgroup::new("cg");
     let pins = BpffsDir::new("pins");
-    let server = Server::start(&node, "backend-a");
+    let _server = Server::start(&node, "backend-a", 8080);
+    let backend = "127.0.0.1:8080".parse().unwrap();
 
     let before = probe(&node, Some(&cgroup), &["tcp", VIP]);
     assert_eq!(
@@ -135,12 +72,12 @@ fn datapath_loads_attaches_and_acts_in_test_namespaces_only() {
     let mut table = LbTable::open(PinnedLbMaps::open(pins.path()).unwrap()).unwrap();
     let vip = VIP.parse().unwrap();
     table
-        .upsert(&Service::new(vip, vec![Backend::active(server.addr)]))
+        .upsert(&Service::new(vip, vec![Backend::active(backend)]))
         .unwrap();
 
     let inside = probe(&node, Some(&cgroup), &["tcp", VIP]);
     assert_eq!(inside["ok"], true, "connect from the cgroup: {inside}");
-    assert_eq!(inside["reply"], "backend-a");
+    assert_eq!(Lab::backend_of(&inside), "backend-a");
     let outside = probe(&node, None, &["tcp", VIP]);
     assert_eq!(
         outside["errno"], ENETUNREACH,
@@ -169,12 +106,10 @@ fn datapath_loads_attaches_and_acts_in_test_namespaces_only() {
     let adopted = attach(&node, &config, &cgroup, &node_if);
     assert_eq!(adopted, (Attachment::Adopted, Attachment::Adopted));
     table
-        .upsert(&Service::new(vip, vec![Backend::active(server.addr)]))
+        .upsert(&Service::new(vip, vec![Backend::active(backend)]))
         .unwrap();
-    assert_eq!(
-        probe(&node, Some(&cgroup), &["tcp", VIP])["reply"],
-        "backend-a"
-    );
+    let again = probe(&node, Some(&cgroup), &["tcp", VIP]);
+    assert_eq!(Lab::backend_of(&again), "backend-a");
 
     drop(table);
     let removed = detach_all(pins.path()).unwrap();
