@@ -113,6 +113,8 @@ fn test(unprivileged: bool, test_args: &[String]) -> anyhow::Result<()> {
             .args(PACKAGES)
             .args(["--all-targets", "--", "-D", "warnings"]),
     )?;
+    // The end-to-end tests drive the real `skiff` binary.
+    step("cargo build", cargo().arg("build").args(PACKAGES))?;
     let mut cmd = cargo();
     cmd.arg("test").args(PACKAGES).arg("--");
     if !unprivileged {

@@ -235,7 +235,7 @@ fn forward(
         fib_lookup(
             ctx.as_ptr(),
             &raw mut params,
-            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            size_of::<bpf_fib_lookup>() as i32,
             0,
         )
     };

@@ -116,3 +116,45 @@ fn maglev_nodeport_keeps_flows_and_spreads_clients() {
     assert!(counts.len() >= 2, "{counts:?}");
     assert!(lab.table().get(&s.frontend).unwrap().algorithm == Algorithm::Maglev);
 }
+
+#[test]
+#[ignore = "needs root: netns, bpf(), tc"]
+fn conntrack_keeps_a_flow_on_its_backend_while_the_set_changes() {
+    require_root();
+    let lab = Lab::new(2);
+    lab.attach();
+    let mut s = nodeport(&lab, Protocol::Tcp, false);
+    lab.table().upsert(&s).unwrap();
+
+    let mut cmd = lab.ext.command(common::netprobe());
+    cmd.args(["session", &target(), "40", "50"])
+        .stdout(std::process::Stdio::piped());
+    let mut session = skiff_test_support::ChildGuard::spawn(cmd, "netprobe session");
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(session.child().stdout.as_mut().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let pinned = Lab::backend_of(&serde_json::from_str(&first).unwrap());
+    let index: usize = pinned.trim_start_matches("be").parse().unwrap();
+
+    // The flow's backend starts terminating: new flows avoid it, the tracked one stays.
+    s.backends[index].state = skiff_datapath::BackendState::Terminating;
+    lab.table().upsert(&s).unwrap();
+    for _ in 0..20 {
+        let reply = lab.probe_ext(&["tcp", &target()]);
+        assert_eq!(reply["ok"], true, "{reply}");
+        assert_ne!(
+            Lab::backend_of(&reply),
+            pinned,
+            "a terminating backend got a new flow"
+        );
+    }
+    session.wait_timeout(std::time::Duration::from_secs(10));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(session.child().stdout.as_mut().unwrap(), &mut rest).unwrap();
+    let done: serde_json::Value = serde_json::from_str(rest.trim()).unwrap();
+    assert_eq!(done["ok"], true, "the tracked flow survived: {done}");
+    assert_eq!(done["echoed"], 40);
+}

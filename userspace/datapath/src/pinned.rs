@@ -240,6 +240,8 @@ pub fn read_conntrack(bpffs: &Path, now_ns: u64) -> Result<Vec<CtFlow>, MapsErro
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MapUsage {
     pub name: &'static str,
+    /// The kernel's id of the map: unchanged as long as the map is adopted, not recreated.
+    pub id: u32,
     pub entries: u64,
     pub capacity: u32,
 }
@@ -252,12 +254,14 @@ pub fn map_usage(bpffs: &Path) -> Result<Vec<MapUsage>, MapsError> {
         wrap: fn(MapData) -> Map,
     ) -> Result<MapUsage, MapsError> {
         let data = open(bpffs, name)?;
-        let capacity = data.info().map_err(op_err("info", name))?.max_entries();
+        let info = data.info().map_err(op_err("info", name))?;
+        let (id, capacity) = (info.id(), info.max_entries());
         let map: HashMap<MapData, K, V> =
             HashMap::try_from(wrap(data)).map_err(op_err("open", name))?;
         let entries = map.keys().filter(Result::is_ok).count() as u64;
         Ok(MapUsage {
             name,
+            id,
             entries,
             capacity,
         })
