@@ -15,6 +15,7 @@ mod maps;
 mod model;
 mod pinned;
 mod table;
+mod test_run;
 
 pub use loader::{
     Attachment, Datapath, DatapathConfig, LoadError, attachments, cgroup2_mount, detach_all,
@@ -28,3 +29,4 @@ pub use model::{
 };
 pub use pinned::{CtFlow, MapUsage, PinnedLbMaps, Stats, map_usage, read_conntrack, read_stats};
 pub use table::{LbTable, TableError};
+pub use test_run::TestRun;

@@ -280,6 +280,23 @@ impl Datapath {
     }
 }
 
+impl Datapath {
+    /// Runs the tc program once on `packet` (an Ethernet frame) through BPF_PROG_TEST_RUN,
+    /// against the live maps, without attaching anything.
+    pub fn test_run_tc(&mut self, packet: &[u8]) -> Result<crate::TestRun, LoadError> {
+        let prog: &mut SchedClassifier = program(&mut self.tc, PROG_TC_INGRESS)?;
+        if prog.fd().is_err() {
+            prog.load().map_err(prog_err("loading", PROG_TC_INGRESS))?;
+        }
+        let fd = prog.fd().map_err(prog_err("finding", PROG_TC_INGRESS))?;
+        crate::test_run::run(fd, packet).map_err(|source| LoadError::Io {
+            what: "BPF_PROG_TEST_RUN of",
+            path: PathBuf::from(PROG_TC_INGRESS),
+            source,
+        })
+    }
+}
+
 /// The pinned links of a bpffs directory, by attach point name.
 pub fn attachments(bpffs: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(links_dir(bpffs))
