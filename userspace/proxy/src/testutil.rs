@@ -1,0 +1,234 @@
+//! Small constructors for the objects the tests feed the proxy, and a handle on the fake maps
+//! that stays usable while the proxy owns them.
+
+use std::{cell::RefCell, net::Ipv4Addr, rc::Rc};
+
+use k8s_openapi::{
+    api::{
+        core::v1::{
+            LoadBalancerIngress, LoadBalancerStatus, Service, ServicePort, ServiceSpec,
+            ServiceStatus as K8sServiceStatus,
+        },
+        discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice},
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use skiff_datapath::{FakeLbMaps, Frontend, LbMaps, LbTable, MapsError};
+use skiff_ebpf_common::{Backend4, Lb4Key, Lb4Service};
+
+use crate::{NodeIdentity, ObjectKey, Proxy, SERVICE_NAME_LABEL};
+
+pub const NS: &str = "default";
+pub const NODE: &str = "node-a";
+
+pub fn meta(name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: Some(NS.to_owned()),
+        ..ObjectMeta::default()
+    }
+}
+
+pub fn key(name: &str) -> ObjectKey {
+    ObjectKey::new(NS, name)
+}
+
+/// A service port; `name` "" leaves it unnamed.
+pub fn port(name: &str, port: i32, protocol: &str) -> ServicePort {
+    ServicePort {
+        name: (!name.is_empty()).then(|| name.to_owned()),
+        port,
+        protocol: Some(protocol.to_owned()),
+        ..ServicePort::default()
+    }
+}
+
+pub fn node_port(mut service_port: ServicePort, node_port: i32) -> ServicePort {
+    service_port.node_port = Some(node_port);
+    service_port
+}
+
+/// A ClusterIP Service.
+pub fn service(name: &str, cluster_ip: &str, ports: Vec<ServicePort>) -> Service {
+    Service {
+        metadata: meta(name),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some(cluster_ip.to_owned()),
+            cluster_ips: Some(vec![cluster_ip.to_owned()]),
+            ports: Some(ports),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The common single-port web Service: 80/TCP, unnamed.
+pub fn web(name: &str, cluster_ip: &str) -> Service {
+    service(name, cluster_ip, vec![port("", 80, "TCP")])
+}
+
+pub fn spec(service: &mut Service) -> &mut ServiceSpec {
+    service.spec.get_or_insert_with(ServiceSpec::default)
+}
+
+pub fn annotate(service: &mut Service, key: &str, value: &str) {
+    service
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(key.to_owned(), value.to_owned());
+}
+
+pub fn ingress(service: &mut Service, ip: Option<&str>, ip_mode: Option<&str>) {
+    service
+        .status
+        .get_or_insert_with(K8sServiceStatus::default)
+        .load_balancer
+        .get_or_insert_with(LoadBalancerStatus::default)
+        .ingress
+        .get_or_insert_with(Vec::new)
+        .push(LoadBalancerIngress {
+            ip: ip.map(str::to_owned),
+            ip_mode: ip_mode.map(str::to_owned),
+            hostname: ip.is_none().then(|| "lb.example".to_owned()),
+            ports: None,
+        });
+}
+
+/// A slice port; `name` "" leaves it unnamed.
+pub fn slice_port(name: &str, port: i32, protocol: &str) -> EndpointPort {
+    EndpointPort {
+        name: (!name.is_empty()).then(|| name.to_owned()),
+        port: Some(port),
+        protocol: Some(protocol.to_owned()),
+        app_protocol: None,
+    }
+}
+
+/// An IPv4 EndpointSlice of `service`.
+pub fn slice(
+    name: &str,
+    service: &str,
+    ports: Vec<EndpointPort>,
+    endpoints: Vec<Endpoint>,
+) -> EndpointSlice {
+    let mut metadata = meta(name);
+    metadata.labels = Some([(SERVICE_NAME_LABEL.to_owned(), service.to_owned())].into());
+    EndpointSlice {
+        address_type: "IPv4".to_owned(),
+        endpoints,
+        metadata,
+        ports: Some(ports),
+    }
+}
+
+/// The slice of a [`web`] Service: port 8080, unnamed.
+pub fn web_slice(name: &str, service: &str, endpoints: Vec<Endpoint>) -> EndpointSlice {
+    slice(name, service, vec![slice_port("", 8080, "TCP")], endpoints)
+}
+
+/// An endpoint with unset conditions (which means ready) on no node.
+pub fn ep(ip: &str) -> Endpoint {
+    Endpoint {
+        addresses: vec![ip.to_owned()],
+        ..Endpoint::default()
+    }
+}
+
+pub fn on(mut endpoint: Endpoint, node: &str) -> Endpoint {
+    endpoint.node_name = Some(node.to_owned());
+    endpoint
+}
+
+pub fn cond(
+    mut endpoint: Endpoint,
+    ready: Option<bool>,
+    serving: Option<bool>,
+    terminating: Option<bool>,
+) -> Endpoint {
+    endpoint.conditions = Some(EndpointConditions {
+        ready,
+        serving,
+        terminating,
+    });
+    endpoint
+}
+
+/// `"10.96.0.1:80/tcp"`.
+pub fn fe(s: &str) -> Frontend {
+    s.parse().unwrap()
+}
+
+pub fn node() -> NodeIdentity {
+    NodeIdentity::new(
+        NODE,
+        vec![Ipv4Addr::new(192, 168, 1, 10), Ipv4Addr::new(172, 18, 0, 2)],
+    )
+}
+
+pub fn proxy() -> Proxy<FakeLbMaps> {
+    Proxy::new(LbTable::open(FakeLbMaps::new()).unwrap(), node())
+}
+
+/// The backend addresses of a frontend as the maps hold them, in slot order.
+pub fn backends_of<M: LbMaps>(proxy: &Proxy<M>, frontend: &str) -> Vec<String> {
+    proxy
+        .table()
+        .get(&fe(frontend))
+        .unwrap_or_else(|| panic!("no frontend {frontend}"))
+        .backends
+        .iter()
+        .map(|b| b.address.to_string())
+        .collect()
+}
+
+/// Every frontend the maps hold, as strings.
+pub fn frontends<M: LbMaps>(proxy: &Proxy<M>) -> Vec<String> {
+    proxy
+        .table()
+        .list()
+        .iter()
+        .map(|s| s.frontend.to_string())
+        .collect()
+}
+
+/// Fake maps the test keeps a handle on after handing them to the proxy, to inject faults
+/// (`FakeLbMaps::fail_after`) and count writes mid-test.
+#[derive(Clone, Debug, Default)]
+pub struct SharedMaps(pub Rc<RefCell<FakeLbMaps>>);
+
+impl SharedMaps {
+    pub fn writes(&self) -> usize {
+        self.0.borrow().writes
+    }
+
+    pub fn fail_after(&self, n: Option<usize>) {
+        self.0.borrow_mut().fail_after(n);
+    }
+}
+
+impl LbMaps for SharedMaps {
+    fn update_service(&mut self, key: &Lb4Key, value: &Lb4Service) -> Result<(), MapsError> {
+        self.0.borrow_mut().update_service(key, value)
+    }
+
+    fn delete_service(&mut self, key: &Lb4Key) -> Result<(), MapsError> {
+        self.0.borrow_mut().delete_service(key)
+    }
+
+    fn update_backend(&mut self, id: u32, value: &Backend4) -> Result<(), MapsError> {
+        self.0.borrow_mut().update_backend(id, value)
+    }
+
+    fn delete_backend(&mut self, id: u32) -> Result<(), MapsError> {
+        self.0.borrow_mut().delete_backend(id)
+    }
+
+    fn dump_services(&self) -> Result<Vec<(Lb4Key, Lb4Service)>, MapsError> {
+        self.0.borrow().dump_services()
+    }
+
+    fn dump_backends(&self) -> Result<Vec<(u32, Backend4)>, MapsError> {
+        self.0.borrow().dump_backends()
+    }
+}
