@@ -304,6 +304,23 @@ impl<M: LbMaps> LbTable<M> {
         &self.maps
     }
 
+    /// The maps underneath, e.g. to make a [`crate::FakeLbMaps`] fail mid-test.
+    pub const fn maps_mut(&mut self) -> &mut M {
+        &mut self.maps
+    }
+
+    /// Every frontend, sorted, without building its backend list.
+    #[must_use]
+    pub fn frontends(&self) -> Vec<Frontend> {
+        let mut out: Vec<Frontend> = self
+            .services
+            .keys()
+            .filter_map(Frontend::from_key)
+            .collect();
+        out.sort();
+        out
+    }
+
     fn describe(&self, key: &Lb4Key, state: &ServiceState) -> Option<Service> {
         let frontend = Frontend::from_key(key)?;
         let backends = state

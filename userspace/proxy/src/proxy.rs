@@ -228,8 +228,8 @@ impl<M: LbMaps> Proxy<M> {
             for frontend in self.claims.keys() {
                 touched.entry(*frontend).or_insert(None);
             }
-            for held in self.table.list() {
-                touched.entry(held.frontend).or_insert(None);
+            for held in self.table.frontends() {
+                touched.entry(held).or_insert(None);
             }
         }
         for (frontend, last_owner) in touched {
@@ -289,6 +289,11 @@ impl<M: LbMaps> Proxy<M> {
     #[must_use]
     pub const fn table(&self) -> &LbTable<M> {
         &self.table
+    }
+
+    #[cfg(test)]
+    pub(crate) const fn table_mut(&mut self) -> &mut LbTable<M> {
+        &mut self.table
     }
 
     fn remove_slice(&mut self, key: &ObjectKey) {

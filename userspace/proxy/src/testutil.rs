@@ -1,7 +1,7 @@
 //! Small constructors for the objects the tests feed the proxy, and a handle on the fake maps
 //! that stays usable while the proxy owns them.
 
-use std::{cell::RefCell, net::Ipv4Addr, rc::Rc};
+use std::net::Ipv4Addr;
 
 use k8s_openapi::{
     api::{
@@ -13,8 +13,7 @@ use k8s_openapi::{
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
-use skiff_datapath::{FakeLbMaps, Frontend, LbMaps, LbTable, MapsError};
-use skiff_ebpf_common::{Backend4, Lb4Key, Lb4Service};
+use skiff_datapath::{FakeLbMaps, Frontend, LbMaps, LbTable};
 
 use crate::{NodeIdentity, ObjectKey, Proxy, SERVICE_NAME_LABEL};
 
@@ -186,49 +185,15 @@ pub fn backends_of<M: LbMaps>(proxy: &Proxy<M>, frontend: &str) -> Vec<String> {
 pub fn frontends<M: LbMaps>(proxy: &Proxy<M>) -> Vec<String> {
     proxy
         .table()
-        .list()
+        .frontends()
         .iter()
-        .map(|s| s.frontend.to_string())
+        .map(ToString::to_string)
         .collect()
 }
 
-/// Fake maps the test keeps a handle on after handing them to the proxy, to inject faults
-/// (`FakeLbMaps::fail_after`) and count writes mid-test.
-#[derive(Clone, Debug, Default)]
-pub struct SharedMaps(pub Rc<RefCell<FakeLbMaps>>);
-
-impl SharedMaps {
-    pub fn writes(&self) -> usize {
-        self.0.borrow().writes
-    }
-
-    pub fn fail_after(&self, n: Option<usize>) {
-        self.0.borrow_mut().fail_after(n);
-    }
-}
-
-impl LbMaps for SharedMaps {
-    fn update_service(&mut self, key: &Lb4Key, value: &Lb4Service) -> Result<(), MapsError> {
-        self.0.borrow_mut().update_service(key, value)
-    }
-
-    fn delete_service(&mut self, key: &Lb4Key) -> Result<(), MapsError> {
-        self.0.borrow_mut().delete_service(key)
-    }
-
-    fn update_backend(&mut self, id: u32, value: &Backend4) -> Result<(), MapsError> {
-        self.0.borrow_mut().update_backend(id, value)
-    }
-
-    fn delete_backend(&mut self, id: u32) -> Result<(), MapsError> {
-        self.0.borrow_mut().delete_backend(id)
-    }
-
-    fn dump_services(&self) -> Result<Vec<(Lb4Key, Lb4Service)>, MapsError> {
-        self.0.borrow().dump_services()
-    }
-
-    fn dump_backends(&self) -> Result<Vec<(u32, Backend4)>, MapsError> {
-        self.0.borrow().dump_backends()
-    }
+/// Makes the proxy's fake maps fail after `n` more writes (`None`: never again).
+pub fn fail_after(proxy: &mut Proxy<FakeLbMaps>, n: Option<usize>) {
+    let maps = proxy.table_mut().maps_mut();
+    let done = maps.writes;
+    maps.fail_after(n.map(|n| done + n));
 }

@@ -561,8 +561,7 @@ fn the_first_sync_removes_stale_frontends_and_keeps_identical_ones() {
 
 #[test]
 fn a_failed_write_is_reported_and_retried() {
-    let maps = SharedMaps::default();
-    let mut p = Proxy::new(LbTable::open(maps.clone()).unwrap(), node());
+    let mut p = proxy();
     p.apply_service(&web("a", "10.96.0.1")).unwrap();
     p.apply_service(&web("b", "10.96.0.2")).unwrap();
     p.apply_endpoint_slice(&web_slice("a-1", "a", vec![ep("10.244.0.1")]))
@@ -570,7 +569,7 @@ fn a_failed_write_is_reported_and_retried() {
     p.apply_endpoint_slice(&web_slice("b-1", "b", vec![ep("10.244.0.2")]))
         .unwrap();
     // Frontends go in address order: a's backend, slot and record fit, b's first write fails.
-    maps.fail_after(Some(maps.writes() + 3));
+    fail_after(&mut p, Some(3));
     let first = p.sync();
     assert_eq!((first.upserted, first.failed), (1, 1));
     assert_eq!(frontends(&p), ["10.96.0.1:80/TCP"]);
@@ -590,7 +589,7 @@ fn a_failed_write_is_reported_and_retried() {
     }
     assert!(p.needs_sync());
 
-    maps.fail_after(None);
+    fail_after(&mut p, None);
     // Only the failed frontend is retried.
     assert_eq!(p.sync(), report(0, 1, 0, 0));
     assert_eq!(frontends(&p), ["10.96.0.1:80/TCP", "10.96.0.2:80/TCP"]);
@@ -599,7 +598,7 @@ fn a_failed_write_is_reported_and_retried() {
 
     // A failed removal stays visible under the deleted Service until it succeeds.
     p.delete_service(&web("b", "10.96.0.2")).unwrap();
-    maps.fail_after(Some(maps.writes()));
+    fail_after(&mut p, Some(0));
     assert_eq!(p.sync().failed, 1);
     let status = p.status(&key("b")).unwrap();
     assert!(
@@ -609,7 +608,7 @@ fn a_failed_write_is_reported_and_retried() {
         ),
         "{status:?}"
     );
-    maps.fail_after(None);
+    fail_after(&mut p, None);
     assert_eq!(p.sync(), report(0, 0, 1, 0));
     assert!(p.status(&key("b")).is_none());
     assert_eq!(frontends(&p), ["10.96.0.1:80/TCP"]);
