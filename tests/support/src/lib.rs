@@ -7,6 +7,8 @@
 //! without touching anything a live run (or anyone else) owns.
 #![forbid(unsafe_code)]
 
+pub mod packet;
+
 use std::{
     fmt, fs, io,
     os::fd::AsFd,

@@ -213,16 +213,6 @@ impl<M: LbMaps> LbTable<M> {
             }
         }
 
-        let bank_bit = record.bank_bit();
-        for (n, id) in ids.iter().enumerate() {
-            let slot = Lb4Service {
-                backend_id: *id,
-                ..Lb4Service::default()
-            };
-            // n < MAX_BACKENDS_PER_SERVICE, checked above.
-            self.maps
-                .update_service(&key.backend_slot(bank_bit, n as u16 + 1), &slot)?;
-        }
         let mut table = Vec::new();
         if record.algorithm == ALG_MAGLEV && record.count > 0 {
             let names: Vec<String> = active.iter().map(|b| b.address.to_string()).collect();
@@ -240,12 +230,14 @@ impl<M: LbMaps> LbTable<M> {
                 .into_iter()
                 .map(|owner| active_ids[owner as usize])
                 .collect();
-            for (index, id) in table.iter().enumerate() {
-                self.maps
-                    .update_maglev(&maglev_key(&record, index as u32), *id)?;
-            }
         }
-        self.maps.update_service(&key, &record)?;
+        if let Err(err) = self.write_bank(&key, &record, &ids, &table) {
+            // Nothing of the idle bank is live yet: take back what was written (best effort;
+            // a reopen removes anything left) so no slot or backend leaks.
+            let _ = self.clear_bank(&key, &record, ids.len(), table.len());
+            let _ = self.release_unreferenced();
+            return Err(err);
+        }
         self.rev_nat_used.insert(rev_nat_id);
         for id in &ids {
             self.add_ref(*id, 1);
@@ -347,19 +339,55 @@ impl<M: LbMaps> LbTable<M> {
         })
     }
 
-    /// Deletes the slots (and Maglev table) of a replaced record's bank and drops its backend
-    /// references.
-    fn retire(&mut self, key: &Lb4Key, prev: &ServiceState) -> Result<(), TableError> {
-        let bank_bit = prev.record.bank_bit();
-        for n in 1..=prev.backend_ids.len() {
+    /// Writes the slots and Maglev table of `record`'s bank, then publishes `record`.
+    fn write_bank(
+        &mut self,
+        key: &Lb4Key,
+        record: &Lb4Service,
+        ids: &[u32],
+        table: &[u32],
+    ) -> Result<(), TableError> {
+        let bank_bit = record.bank_bit();
+        for (n, id) in ids.iter().enumerate() {
+            let slot = Lb4Service {
+                backend_id: *id,
+                ..Lb4Service::default()
+            };
+            // n < MAX_BACKENDS_PER_SERVICE, checked by upsert.
+            self.maps
+                .update_service(&key.backend_slot(bank_bit, n as u16 + 1), &slot)?;
+        }
+        for (index, id) in table.iter().enumerate() {
+            self.maps
+                .update_maglev(&maglev_key(record, index as u32), *id)?;
+        }
+        self.maps.update_service(key, record)?;
+        Ok(())
+    }
+
+    /// Deletes `slots` slots and `maglev` Maglev entries of `record`'s bank.
+    fn clear_bank(
+        &mut self,
+        key: &Lb4Key,
+        record: &Lb4Service,
+        slots: usize,
+        maglev: usize,
+    ) -> Result<(), TableError> {
+        let bank_bit = record.bank_bit();
+        for n in 1..=slots {
             self.maps
                 .delete_service(&key.backend_slot(bank_bit, n as u16))?;
         }
-        if !prev.maglev.is_empty() {
-            for index in 0..prev.record.maglev_size {
-                self.maps.delete_maglev(&maglev_key(&prev.record, index))?;
-            }
+        for index in 0..maglev {
+            self.maps.delete_maglev(&maglev_key(record, index as u32))?;
         }
+        Ok(())
+    }
+
+    /// Deletes the slots (and Maglev table) of a replaced record's bank and drops its backend
+    /// references.
+    fn retire(&mut self, key: &Lb4Key, prev: &ServiceState) -> Result<(), TableError> {
+        self.clear_bank(key, &prev.record, prev.backend_ids.len(), prev.maglev.len())?;
         for id in &prev.backend_ids {
             self.add_ref(*id, -1);
         }
@@ -665,6 +693,35 @@ mod tests {
             (share - 0.2).abs() < 0.01,
             "moved {share} of the flows, ideal 1/5"
         );
+    }
+
+    #[test]
+    fn a_transient_failure_before_the_switch_leaves_the_maps_as_they_were() {
+        for algorithm in [Algorithm::Random, Algorithm::Maglev] {
+            let mut before = svc(1, &[1, 2]);
+            before.algorithm = algorithm;
+            let mut t = LbTable::open(FakeLbMaps::new()).unwrap();
+            t.upsert(&before).unwrap();
+            let snapshot = t.maps().clone();
+            let mut after = svc(1, &[3, 4, 5]);
+            after.algorithm = algorithm;
+            // Writes before the record switch: 3 new backends, 3 slots, maybe a Maglev table.
+            for n in 0..6 {
+                let mut copy = LbTable::open(snapshot.clone()).unwrap();
+                let start = copy.maps().writes;
+                copy.maps_mut().fail_only(Some(start + n));
+                assert!(copy.upsert(&after).is_err(), "write {n} failed");
+                let m = copy.maps();
+                assert_eq!(
+                    (&m.services, &m.backends, &m.maglev),
+                    (&snapshot.services, &snapshot.backends, &snapshot.maglev),
+                    "{algorithm}: failure at write {n} left debris"
+                );
+                copy.maps_mut().fail_only(None);
+                copy.upsert(&after).unwrap();
+                assert_eq!(copy.list(), vec![after.clone()]);
+            }
+        }
     }
 
     #[test]
