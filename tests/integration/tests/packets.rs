@@ -24,12 +24,15 @@ fn addr(s: &str) -> SocketAddrV4 {
     s.parse().unwrap()
 }
 
+/// Checks of the frame a fixture's program gave back.
+type Check = Box<dyn Fn(&Parsed)>;
+
 struct Fixture {
     description: &'static str,
     input: Vec<u8>,
     verdict: u32,
     /// `None`: the frame must come back byte for byte.
-    expect: Option<Box<dyn Fn(&Parsed)>>,
+    expect: Option<Check>,
 }
 
 /// A node namespace with a link towards backends (198.18.0.0/24) and one towards clients
