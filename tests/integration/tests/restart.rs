@@ -117,4 +117,19 @@ fn restarting_the_loader_under_load_drops_nothing_and_adopts_the_maps() {
         );
     }
     assert_eq!(ids(&lab), before, "every map was adopted, none recreated");
+
+    // What the operator sees: both services, and the NodePort flows in conntrack.
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = skiff(&lab, args).stdout(Stdio::piped()).output().unwrap();
+        assert!(out.status.success(), "skiff {args:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let services = json(&["lb", "list", "-o", "json"]);
+    assert_eq!(services.as_array().unwrap().len(), 2, "{services}");
+    assert_eq!(services[1]["type"], "NodePort", "{services}");
+    let flows = json(&["ct", "list", "-o", "json", "--all", "--frontend", NODE_PORT]);
+    assert!(flows.as_array().unwrap().len() > 100, "NodePort flows are tracked");
+    let usage = json(&["ct", "stats", "-o", "json"]);
+    assert_eq!(usage[0]["name"], "SKIFF_CT4_V1");
+    assert!(usage[0]["entries"].as_u64().unwrap() > 100, "{usage}");
 }

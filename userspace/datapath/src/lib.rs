@@ -27,6 +27,8 @@ pub use maps::{FakeLbMaps, LbMaps, MapsError};
 pub use model::{
     Algorithm, Backend, BackendState, Frontend, ParseError, Protocol, Scope, Service, ServiceKind,
 };
-pub use pinned::{CtFlow, MapUsage, PinnedLbMaps, Stats, map_usage, read_conntrack, read_stats};
+pub use pinned::{
+    CtFlow, MapUsage, PinnedLbMaps, Stats, gc_conntrack, map_usage, read_conntrack, read_stats,
+};
 pub use table::{LbTable, TableError};
 pub use test_run::TestRun;

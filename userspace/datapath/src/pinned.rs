@@ -236,6 +236,31 @@ pub fn read_conntrack(bpffs: &Path, now_ns: u64) -> Result<Vec<CtFlow>, MapsErro
     Ok(flows)
 }
 
+/// Deletes conntrack entries that expired before `now_ns`; returns how many. The kernel
+/// programs treat expired entries as absent already: this only gives their room back before
+/// the LRU would evict live flows for it.
+pub fn gc_conntrack(bpffs: &Path, now_ns: u64) -> Result<usize, MapsError> {
+    let mut map: HashMap<MapData, Ct4Key, Ct4Entry> =
+        HashMap::try_from(Map::LruHashMap(open(bpffs, MAP_CT4)?))
+            .map_err(op_err("open", MAP_CT4))?;
+    let expired: Vec<Ct4Key> = map
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, e)| e.expires_ns < now_ns)
+        .map(|(k, _)| k)
+        .collect();
+    let mut removed = 0;
+    for key in &expired {
+        match map.remove(key) {
+            Ok(()) => removed += 1,
+            // Evicted or refreshed-and-replaced meanwhile: nothing to do.
+            Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(op_err("delete", MAP_CT4)(e)),
+        }
+    }
+    Ok(removed)
+}
+
 /// How full a map is: the numbers behind map-pressure alerts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MapUsage {

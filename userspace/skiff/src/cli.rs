@@ -10,8 +10,8 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use skiff_datapath::{
     Algorithm, Attachment, Backend, CtFlow, Datapath, DatapathConfig, Frontend, LbTable,
-    PinnedLbMaps, Service, ServiceKind, attachments, detach_all, map_usage, read_conntrack,
-    read_stats,
+    PinnedLbMaps, Service, ServiceKind, attachments, detach_all, gc_conntrack, map_usage,
+    read_conntrack, read_stats,
 };
 
 use crate::{
@@ -124,6 +124,11 @@ enum CtCommand {
         all: bool,
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
+    },
+    /// Delete expired entries now (the agent does this periodically).
+    Gc {
+        #[command(flatten)]
+        bpffs: BpffsArg,
     },
     /// Entries against capacity of every map that fills up (the map-pressure numbers).
     Stats {
@@ -324,11 +329,7 @@ fn ct(cmd: CtCommand) -> anyhow::Result<()> {
             all,
             output,
         } => {
-            let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-                .context("reading CLOCK_MONOTONIC")?;
-            let now_ns = u64::try_from(now.tv_sec()).unwrap_or(0) * 1_000_000_000
-                + u64::try_from(now.tv_nsec()).unwrap_or(0);
-            let flows: Vec<CtFlow> = read_conntrack(&bpffs.bpffs, now_ns)?
+            let flows: Vec<CtFlow> = read_conntrack(&bpffs.bpffs, monotonic_ns()?)?
                 .into_iter()
                 .filter(|f| all || f.expires_in_s >= 0)
                 .filter(|f| frontend.is_none_or(|fe| f.frontend == fe))
@@ -380,6 +381,11 @@ fn ct(cmd: CtCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        CtCommand::Gc { bpffs } => {
+            let removed = gc_conntrack(&bpffs.bpffs, monotonic_ns()?)?;
+            println!("removed {removed} expired conntrack entries");
+            Ok(())
+        }
         CtCommand::Stats { bpffs, output } => {
             let usage = map_usage(&bpffs.bpffs)?;
             match output {
@@ -403,6 +409,14 @@ fn ct(cmd: CtCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`, which stamps conntrack.
+fn monotonic_ns() -> anyhow::Result<u64> {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .context("reading CLOCK_MONOTONIC")?;
+    Ok(u64::try_from(now.tv_sec()).unwrap_or(0) * 1_000_000_000
+        + u64::try_from(now.tv_nsec()).unwrap_or(0))
 }
 
 fn open_table(bpffs: &Path) -> anyhow::Result<LbTable<PinnedLbMaps>> {
