@@ -128,7 +128,10 @@ fn restarting_the_loader_under_load_drops_nothing_and_adopts_the_maps() {
     assert_eq!(services.as_array().unwrap().len(), 2, "{services}");
     assert_eq!(services[1]["type"], "NodePort", "{services}");
     let flows = json(&["ct", "list", "-o", "json", "--all", "--frontend", NODE_PORT]);
-    assert!(flows.as_array().unwrap().len() > 100, "NodePort flows are tracked");
+    assert!(
+        flows.as_array().unwrap().len() > 100,
+        "NodePort flows are tracked"
+    );
     let usage = json(&["ct", "stats", "-o", "json"]);
     assert_eq!(usage[0]["name"], "SKIFF_CT4_V1");
     assert!(usage[0]["entries"].as_u64().unwrap() > 100, "{usage}");
