@@ -1,0 +1,90 @@
+//! skiff-apiserver: a Kubernetes-compatible API server over skiff's MVCC store, which the
+//! real kubectl, client-go, kube-rs and the Python client use unchanged.
+//!
+//! ```text
+//!  request ─▶ router (paths.rs) ─▶ handlers.rs ─▶ machinery.rs (defaults, validation, patch, tables)
+//!                                      │                └─ skiff-api (sans IO)
+//!                                      ├─▶ alloc.rs (ClusterIPs, NodePorts as store keys)
+//!                                      ├─▶ watch.rs (one store watch per resource, events encoded once)
+//!                                      └─▶ skiff-store (SQLite | etcd)
+//! ```
+
+mod alloc;
+mod bootstrap;
+mod discovery;
+mod errors;
+mod handlers;
+mod lifecycle;
+mod machinery;
+mod negotiate;
+mod objects;
+mod paths;
+mod watch;
+
+use std::{net::Ipv4Addr, sync::Arc, time::Duration};
+
+use axum::Router;
+pub use errors::ApiError;
+use skiff_store::Store;
+
+/// What the API server needs to know beyond its store.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The Kubernetes minor version reported by /version: the machine's kubectl dispatcher runs
+    /// the kubectl of that minor.
+    pub minor: u32,
+    /// Service ClusterIPs are allocated from this network (address, prefix length).
+    pub service_cidr: (Ipv4Addr, u8),
+    /// NodePorts are allocated from this range, inclusive.
+    pub node_port_range: (u16, u16),
+    /// How often watches get a BOOKMARK when they asked for bookmarks.
+    pub bookmark_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            minor: 32,
+            service_cidr: (Ipv4Addr::new(10, 96, 0, 0), 12),
+            node_port_range: (30_000, 32_767),
+            bookmark_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The shared state of all requests.
+pub struct ApiServer<S> {
+    pub(crate) store: Arc<S>,
+    pub(crate) config: Config,
+    pub(crate) hub: watch::Hub<S>,
+    pub(crate) alloc: alloc::Allocator,
+}
+
+impl<S: Store> ApiServer<S> {
+    /// Builds the server and creates what every cluster has (default namespaces, the
+    /// `kubernetes` service) if it is missing.
+    pub async fn new(store: Arc<S>, config: Config) -> Result<Arc<Self>, ApiError> {
+        let api = Arc::new(Self {
+            hub: watch::Hub::new(Arc::clone(&store)),
+            alloc: alloc::Allocator::new(config.service_cidr, config.node_port_range),
+            store,
+            config,
+        });
+        bootstrap::ensure(&api).await?;
+        Ok(api)
+    }
+
+    /// Background work: namespace finalization, allocator repair. Runs until dropped.
+    pub fn spawn_background(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let api = Arc::clone(self);
+        tokio::spawn(async move { lifecycle::run(api).await })
+    }
+}
+
+/// The HTTP application.
+pub fn router<S: Store>(api: Arc<ApiServer<S>>) -> Router {
+    handlers::router(api)
+}
+
+#[cfg(test)]
+mod tests;
