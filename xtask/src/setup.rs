@@ -37,6 +37,8 @@ const APT_PACKAGES: &[&str] = &[
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// The Python Kubernetes client the API tests drive skiff with, as its users would.
+const PYTHON_KUBERNETES: &str = "kubernetes==37.0.2";
 const NIGHTLY: &str = "nightly";
 
 pub fn cargo_home() -> PathBuf {
@@ -52,6 +54,7 @@ pub fn run() -> anyhow::Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
     bpffs_mounted()?;
+    python_client()?;
     eprintln!(
         "==> setup: ready in {:.1}s",
         started.elapsed().as_secs_f64()
@@ -212,6 +215,38 @@ fn bpf_linker() -> anyhow::Result<()> {
     )?;
     fs::write(&stamp, key).with_context(|| format!("writing {}", stamp.display()))?;
     Ok(())
+}
+
+/// The virtualenv holding the Python Kubernetes client: `python_env()/bin/python`.
+pub fn python_env() -> PathBuf {
+    PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache/skiff/python")
+}
+
+fn python_client() -> anyhow::Result<()> {
+    let env = python_env();
+    let python = env.join("bin/python");
+    let wanted = PYTHON_KUBERNETES.split("==").nth(1).unwrap_or_default();
+    let installed = Command::new(&python)
+        .args(["-c", "import kubernetes; print(kubernetes.__version__)"])
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == wanted);
+    if installed {
+        eprintln!("==> setup: Python client {PYTHON_KUBERNETES} present");
+        return Ok(());
+    }
+    eprintln!(
+        "==> setup: installing the Python client {PYTHON_KUBERNETES} into {}",
+        env.display()
+    );
+    if !python.exists() {
+        status(Command::new("python3").arg("-m").arg("venv").arg(&env))?;
+    }
+    status(Command::new(env.join("bin/pip")).args([
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+        PYTHON_KUBERNETES,
+    ]))
 }
 
 fn bpffs_mounted() -> anyhow::Result<()> {

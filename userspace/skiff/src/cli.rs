@@ -34,6 +34,8 @@ pub struct Cli {
 enum Command {
     /// Start a single-node cluster (today: the eBPF datapath in a sandbox; see the status it prints).
     Up(UpArgs),
+    /// Run the control plane: the Kubernetes API server and its store.
+    Server(crate::server::ServerArgs),
     /// Load, attach and pin the eBPF programs, or remove them.
     #[command(subcommand)]
     Datapath(DatapathCommand),
@@ -178,6 +180,7 @@ enum LbCommand {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => sandbox::up(&args),
+        Command::Server(args) => crate::server::run(&args),
         Command::Datapath(cmd) => datapath(cmd),
         Command::Lb(cmd) => lb(cmd),
         Command::Ct(cmd) => ct(cmd),

@@ -296,3 +296,98 @@ pub fn sysctl(ns: &NetNs, setting: &str) {
         .expect("running sysctl");
     assert!(status.success(), "sysctl {setting} in {}", ns.name());
 }
+
+/// A `skiff server` started for one test on a free loopback port, with its own data dir,
+/// and the real kubectl pointed at it.
+pub struct ControlPlane {
+    pub dir: std::path::PathBuf,
+    pub kubeconfig: std::path::PathBuf,
+    _server: ChildGuard,
+}
+
+impl ControlPlane {
+    /// Starts `skiff server` reporting Kubernetes 1.`minor`.
+    pub fn start(minor: u32) -> Self {
+        let dir = std::env::temp_dir().join(skiff_test_support::unique_name("cp"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cmd = Command::new(skiff_bin());
+        cmd.args(["server", "--insecure-loopback", "--listen", "127.0.0.1:0"])
+            .args(["--kubernetes-minor", &minor.to_string()])
+            .arg("--data-dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("server.log")).unwrap());
+        let server = ChildGuard::spawn(cmd, "skiff server");
+        let kubeconfig = dir.join("kubeconfig.yaml");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !kubeconfig.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "skiff server did not start: {}",
+                std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            dir,
+            kubeconfig,
+            _server: server,
+        }
+    }
+
+    /// The real kubectl (the machine's dispatcher, which runs the kubectl matching the
+    /// server's minor version) with this cluster's kubeconfig and a private cache.
+    pub fn kubectl(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("kubectl");
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.dir.join("kube-cache"))
+            .args(args);
+        cmd
+    }
+
+    /// Runs kubectl and returns its stdout; panics with stderr when it fails.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args).output().expect("running kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs kubectl expecting failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args).output().expect("running kubectl");
+        assert!(
+            !out.status.success(),
+            "kubectl {} succeeded: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// kubectl with `-o json`, parsed.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&all)).expect("kubectl printed JSON")
+    }
+
+    /// Writes a file into the cluster's directory and returns its path.
+    pub fn file(&self, name: &str, content: &str) -> String {
+        let path = self.dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        path.display().to_string()
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
