@@ -244,7 +244,10 @@ async fn read<S: Store>(api: &Api<S>, target: &Target) -> ApiResult<(Value, Revi
     let name = name_of(target);
     let key = objects::key(target.resource, ns, name);
     match api.store.get(&key, None).await {
-        Ok(Some(kv)) => Ok((objects::decode(&kv)?, kv.mod_revision)),
+        Ok(Some(kv)) => Ok((
+            present(target.resource, objects::decode(&kv)?),
+            kv.mod_revision,
+        )),
         Ok(None) => Err(ApiError::not_found(target.resource, name)),
         Err(e) => Err(ApiError::from_store(e, target.resource, name)),
     }
@@ -278,7 +281,15 @@ fn decode_continue(token: &str) -> ApiResult<(Revision, String)> {
     ))
 }
 
+/// An object as this resource version shows it (HPAs are stored in whichever version wrote
+/// them).
+fn present(r: &Resource, mut obj: Value) -> Value {
+    skiff_api::convert::to_version(&mut obj, &r.api_version());
+    obj
+}
+
 fn with_type_meta(r: &Resource, mut obj: Value) -> Value {
+    obj = present(r, obj);
     if let Some(map) = obj.as_object_mut() {
         map.entry("apiVersion")
             .or_insert_with(|| json!(api_version(r)));
@@ -1165,7 +1176,8 @@ async fn watch<S: Store>(
                     }
                     let now_matches = selectors.matches(r, &change.object);
                     let was_matching = change.prev.as_ref().is_some_and(|p| selectors.matches(r, p));
-                    let line = if selectors.is_empty() {
+                    let same_version = change.object["apiVersion"] == r.api_version();
+                    let line = if selectors.is_empty() && same_version {
                         match table {
                             Some(_) => change.table_line(|o| encode_row(o)).to_vec(),
                             None => change.json_line().to_vec(),
@@ -1178,6 +1190,7 @@ async fn watch<S: Store>(
                             (false, true, false) => "DELETED",
                             _ => continue,
                         };
+                        let event_type = if selectors.is_empty() { change.natural_type() } else { event_type };
                         watch::event_line(event_type, &encode_row(&with_type_meta(r, (*change.object).clone())))
                     };
                     if tx.send(line).await.is_err() {
