@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use axum::{
     Router,
     body::{Body, Bytes},
-    extract::{Query, State},
+    extract::{Extension, Query, State},
     http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header},
     response::{IntoResponse, Response},
 };
@@ -17,7 +17,10 @@ use skiff_api::registry::Resource;
 use skiff_store::{Revision, Store, StoreError};
 
 use crate::{
-    ApiServer, alloc, discovery,
+    ApiServer, alloc,
+    authn::User,
+    authz::Attributes,
+    discovery,
     errors::{ApiError, ApiResult},
     machinery::{self, Selectors},
     negotiate, objects,
@@ -71,14 +74,27 @@ async fn dispatch<S: Store>(
     uri: Uri,
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
+    user: Option<Extension<User>>,
     body: Bytes,
 ) -> Response {
     let params = Params(query.into_iter().collect());
+    let user = user.map(|Extension(u)| u);
     let path = uri.path().trim_end_matches('/');
     let result = match non_resource(&api, &method, path, &headers) {
         Some(r) => r,
         None => match paths::parse(path) {
-            Ok(Some(target)) => resource(&api, &method, target, &params, &headers, body).await,
+            Ok(Some(target)) => {
+                resource(
+                    &api,
+                    &method,
+                    target,
+                    &params,
+                    &headers,
+                    user.as_ref(),
+                    body,
+                )
+                .await
+            }
             Ok(None) => Err(ApiError::no_route(uri.path())),
             Err(e) => Err(e),
         },
@@ -136,6 +152,7 @@ async fn resource<S: Store>(
     target: Target,
     params: &Params,
     headers: &HeaderMap,
+    user: Option<&User>,
     body: Bytes,
 ) -> ApiResult<Response> {
     let r = target.resource;
@@ -173,7 +190,7 @@ async fn resource<S: Store>(
         }
         (&Method::POST, None) if !r.is_stored() => {
             verb_allowed("create")?;
-            review(&target, headers, &body)
+            review(api, &target, headers, user, &body)
         }
         (&Method::POST, None) => {
             verb_allowed("create")?;
@@ -1050,26 +1067,88 @@ async fn bind<S: Store>(
     Err(ApiError::conflict(r, name))
 }
 
-/// Access and identity reviews. With no authenticator and authorizer configured (the
-/// loopback test mode), every request is allowed and made by system:anonymous.
-fn review(target: &Target, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
+/// Access and identity reviews, answered by the server's authorizer. Without one (the
+/// loopback test mode) every request is allowed and made by system:anonymous.
+fn review<S>(
+    api: &Api<S>,
+    target: &Target,
+    headers: &HeaderMap,
+    user: Option<&User>,
+    body: &[u8],
+) -> ApiResult<Response> {
     let r = target.resource;
     let mut obj = machinery::decode_body(&negotiate::content_type(headers), body)?;
     obj["apiVersion"] = json!(api_version(r));
     obj["kind"] = json!(r.kind);
+    let me = user.cloned().unwrap_or_else(User::anonymous);
+    let spec = obj["spec"].clone();
+    let subject = match r.kind {
+        "SubjectAccessReview" | "LocalSubjectAccessReview" => User {
+            name: spec["user"].as_str().unwrap_or_default().to_owned(),
+            uid: spec["uid"].as_str().unwrap_or_default().to_owned(),
+            groups: spec["groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|g| g.as_str().map(str::to_owned))
+                .collect(),
+        },
+        _ => me.clone(),
+    };
+    let decide = |attrs: &Attributes| -> Value {
+        match &api.authorizer {
+            None => {
+                json!({"allowed": true, "reason": "no authorizer is configured (insecure loopback mode)"})
+            }
+            Some(a) => match a.authorize(&subject, attrs) {
+                Ok(()) => json!({"allowed": true}),
+                Err(reason) => json!({"allowed": false, "reason": reason}),
+            },
+        }
+    };
     obj["status"] = match r.kind {
         "SelfSubjectAccessReview" | "SubjectAccessReview" | "LocalSubjectAccessReview" => {
-            json!({"allowed": true, "reason": "no authorizer is configured (insecure loopback mode)"})
+            let attrs = if let Some(ra) = spec.get("resourceAttributes").filter(|v| v.is_object()) {
+                let s = |k: &str| ra[k].as_str().unwrap_or_default().to_owned();
+                let namespace = if r.kind == "LocalSubjectAccessReview" {
+                    target.namespace.clone().unwrap_or_default()
+                } else {
+                    s("namespace")
+                };
+                Attributes::Resource {
+                    verb: s("verb"),
+                    group: s("group"),
+                    version: s("version"),
+                    resource: s("resource"),
+                    subresource: s("subresource"),
+                    namespace,
+                    name: s("name"),
+                }
+            } else {
+                let nra = &spec["nonResourceAttributes"];
+                Attributes::NonResource {
+                    verb: nra["verb"].as_str().unwrap_or_default().to_owned(),
+                    path: nra["path"].as_str().unwrap_or_default().to_owned(),
+                }
+            };
+            decide(&attrs)
         }
-        "SelfSubjectRulesReview" => json!({
-            "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
-            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
-            "incomplete": false,
-        }),
-        "SelfSubjectReview" => {
-            json!({"userInfo": {"username": "system:anonymous", "groups": ["system:unauthenticated"]}})
+        "SelfSubjectRulesReview" => match &api.authorizer {
+            None => json!({
+                "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+                "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+                "incomplete": false,
+            }),
+            Some(a) => {
+                let (resource_rules, non_resource_rules, incomplete) =
+                    a.rules_for(&me, spec["namespace"].as_str().unwrap_or("default"));
+                json!({"resourceRules": resource_rules, "nonResourceRules": non_resource_rules, "incomplete": incomplete})
+            }
+        },
+        "SelfSubjectReview" => json!({"userInfo": me.to_json()}),
+        "TokenReview" => {
+            json!({"authenticated": false, "error": "token review is not served by this server"})
         }
-        "TokenReview" => json!({"authenticated": false, "error": "no authenticator is configured"}),
         other => return Err(ApiError::internal(format!("no review handler for {other}"))),
     };
     Ok(json_response(StatusCode::CREATED, &obj))

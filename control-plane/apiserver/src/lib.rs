@@ -10,6 +10,8 @@
 //! ```
 
 mod alloc;
+pub mod authn;
+pub mod authz;
 mod bootstrap;
 mod discovery;
 mod errors;
@@ -19,6 +21,8 @@ mod machinery;
 mod negotiate;
 mod objects;
 mod paths;
+pub mod serve;
+pub mod tls;
 mod watch;
 
 use std::{net::Ipv4Addr, sync::Arc, time::Duration};
@@ -58,17 +62,37 @@ pub struct ApiServer<S> {
     pub(crate) config: Config,
     pub(crate) hub: watch::Hub<S>,
     pub(crate) alloc: alloc::Allocator,
+    /// `None` in the insecure loopback mode: everything is allowed.
+    pub(crate) authorizer: Option<Arc<dyn authz::Authorizer>>,
 }
 
 impl<S: Store> ApiServer<S> {
     /// Builds the server and creates what every cluster has (default namespaces, the
     /// `kubernetes` service) if it is missing.
     pub async fn new(store: Arc<S>, config: Config) -> Result<Arc<Self>, ApiError> {
+        Self::build(store, config, None).await
+    }
+
+    /// A server whose access reviews answer with `authorizer` (use it with [`secure_router`]).
+    pub async fn with_authorizer(
+        store: Arc<S>,
+        config: Config,
+        authorizer: Arc<dyn authz::Authorizer>,
+    ) -> Result<Arc<Self>, ApiError> {
+        Self::build(store, config, Some(authorizer)).await
+    }
+
+    async fn build(
+        store: Arc<S>,
+        config: Config,
+        authorizer: Option<Arc<dyn authz::Authorizer>>,
+    ) -> Result<Arc<Self>, ApiError> {
         let api = Arc::new(Self {
             hub: watch::Hub::new(Arc::clone(&store)),
             alloc: alloc::Allocator::new(config.service_cidr, config.node_port_range),
             store,
             config,
+            authorizer,
         });
         bootstrap::ensure(&api).await?;
         Ok(api)
@@ -81,9 +105,22 @@ impl<S: Store> ApiServer<S> {
     }
 }
 
-/// The HTTP application.
+/// The HTTP application without authentication or authorization: everyone may do anything.
+/// Only for the loopback test mode and for tests.
 pub fn router<S: Store>(api: Arc<ApiServer<S>>) -> Router {
     handlers::router(api)
+}
+
+/// The HTTP application behind authentication (`authn`) and authorization (`authz`).
+pub fn secure_router<S: Store>(api: Arc<ApiServer<S>>, authn: Arc<authn::Authenticator>) -> Router {
+    let authz = api
+        .authorizer
+        .clone()
+        .unwrap_or_else(|| Arc::new(authz::MastersOnly));
+    // Layers run outside-in: authentication first, then authorization.
+    handlers::router(api)
+        .layer(axum::middleware::from_fn_with_state(authz, authz::layer))
+        .layer(axum::middleware::from_fn_with_state(authn, authn::layer))
 }
 
 #[cfg(test)]
