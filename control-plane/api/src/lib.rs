@@ -3,3 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod registry;
+pub mod extensions;
+pub mod apply;
+pub mod openapi;
+pub mod patch;
