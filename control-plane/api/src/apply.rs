@@ -71,7 +71,11 @@ impl ConflictCause {
 
 fn conflict_message(causes: &[ConflictCause]) -> String {
     match causes {
-        [one] => format!("Apply failed with 1 conflict: {}: {}", one.message(), one.field),
+        [one] => format!(
+            "Apply failed with 1 conflict: {}: {}",
+            one.message(),
+            one.field
+        ),
         _ => {
             let lines: Vec<String> = causes
                 .iter()
@@ -90,11 +94,11 @@ fn conflict_message(causes: &[ConflictCause]) -> String {
 pub fn parse_apply_body(body: &[u8]) -> Result<Value, ApplyError> {
     let value: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
-        Err(json_err) => serde_saphyr::from_slice(body).map_err(|yaml_err| {
-            ApplyError::InvalidBody {
+        Err(json_err) => {
+            serde_saphyr::from_slice(body).map_err(|yaml_err| ApplyError::InvalidBody {
                 message: format!("not JSON ({json_err}) nor YAML ({yaml_err})"),
-            }
-        })?,
+            })?
+        }
     };
     if !value.is_object() {
         return Err(ApplyError::InvalidBody {
@@ -138,7 +142,11 @@ pub fn server_side_apply_at(
     };
     match config.get("apiVersion").and_then(Value::as_str) {
         Some(v) if v == api_version => {}
-        Some(v) => return Err(invalid(format!("apiVersion {v} does not match {api_version}"))),
+        Some(v) => {
+            return Err(invalid(format!(
+                "apiVersion {v} does not match {api_version}"
+            )));
+        }
         None => return Err(invalid("apiVersion must be set")),
     }
     match config.get("kind").and_then(Value::as_str) {

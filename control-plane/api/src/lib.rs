@@ -2,8 +2,8 @@
 //! exist and how they behave, and everything done to an object between the wire and the store.
 #![forbid(unsafe_code)]
 
-pub mod registry;
-pub mod extensions;
 pub mod apply;
+pub mod extensions;
 pub mod openapi;
 pub mod patch;
+pub mod registry;

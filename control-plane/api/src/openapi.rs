@@ -20,8 +20,9 @@ use crate::{
     registry,
 };
 
-/// The Kubernetes version the documents describe (`info.version`).
-pub const KUBERNETES_VERSION: &str = "v1.33.0";
+/// `info.version` of every document, as kube-apiserver writes it. (The schemas are k8s-openapi's
+/// `v1_33` types.)
+pub const INFO_VERSION: &str = "unversioned";
 
 /// One generated group-version document, ready to serve.
 #[derive(Debug)]
@@ -88,10 +89,7 @@ pub fn cached(group: &str, version: &str) -> Option<&'static GroupVersionDoc> {
     let slot = slots()
         .iter()
         .find(|s| s.group == group && s.version == version)?;
-    Some(
-        slot.doc
-            .get_or_init(|| generate(slot.group, slot.version)),
-    )
+    Some(slot.doc.get_or_init(|| generate(slot.group, slot.version)))
 }
 
 /// The document of a served group version and its hash (the `ETag`); `None` for a group
@@ -180,7 +178,7 @@ fn generate(group: &'static str, version: &'static str) -> GroupVersionDoc {
     let paths = paths::paths(group, version, &named);
     let doc = json!({
         "openapi": "3.0.0",
-        "info": { "title": "Kubernetes", "version": KUBERNETES_VERSION },
+        "info": { "title": "Kubernetes", "version": INFO_VERSION },
         "paths": paths,
         "components": { "schemas": schemas },
     });
@@ -260,7 +258,10 @@ fn decorate(schemas: &mut Map<String, Value>) {
                 p.insert("x-kubernetes-list-type".into(), t.as_str().into());
             }
             if !ext.list_map_keys.is_empty() {
-                p.insert("x-kubernetes-list-map-keys".into(), json!(ext.list_map_keys));
+                p.insert(
+                    "x-kubernetes-list-map-keys".into(),
+                    json!(ext.list_map_keys),
+                );
             }
             if let Some(t) = ext.map_type {
                 p.insert("x-kubernetes-map-type".into(), t.as_str().into());

@@ -80,15 +80,14 @@ pub fn strategic_merge_patch(
     patch: &Value,
 ) -> Result<Value, PatchError> {
     let (group, version, k) = kind;
-    let schema = openapi::kind_schema(group, version, k).ok_or_else(|| {
-        PatchError::UnsupportedKind {
+    let schema =
+        openapi::kind_schema(group, version, k).ok_or_else(|| PatchError::UnsupportedKind {
             kind: if group.is_empty() {
                 format!("{version}, Kind={k}")
             } else {
                 format!("{group}/{version}, Kind={k}")
             },
-        }
-    })?;
+        })?;
     let Value::Object(original) = target else {
         return Err(PatchError::NotAnObject { what: "object" });
     };

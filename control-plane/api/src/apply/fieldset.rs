@@ -268,7 +268,10 @@ mod tests {
         let mut b = FieldSet::new();
         b.insert(&p(&["f:spec", "f:replicas"]));
         b.insert(&p(&["f:metadata", "f:labels", "f:x"]));
-        assert_eq!(a.intersection(&b).paths(), vec![p(&["f:spec", "f:replicas"])]);
+        assert_eq!(
+            a.intersection(&b).paths(),
+            vec![p(&["f:spec", "f:replicas"])]
+        );
         assert_eq!(a.difference(&b).paths(), vec![p(&["f:spec", "f:paused"])]);
         assert_eq!(a.union(&b).paths().len(), 3);
         let mut c = a.union(&b);
@@ -281,7 +284,12 @@ mod tests {
     #[test]
     fn display_like_upstream() {
         assert_eq!(
-            display(&p(&["f:spec", "f:containers", "k:{\"name\":\"nginx\"}", "f:image"])),
+            display(&p(&[
+                "f:spec",
+                "f:containers",
+                "k:{\"name\":\"nginx\"}",
+                "f:image"
+            ])),
             ".spec.containers[name=\"nginx\"].image"
         );
         assert_eq!(

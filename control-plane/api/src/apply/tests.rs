@@ -27,7 +27,12 @@ fn config(replicas: i64, image: &str, env: Value) -> Value {
     })
 }
 
-fn apply(live: Option<&Value>, cfg: &Value, manager: &str, force: bool) -> Result<Value, ApplyError> {
+fn apply(
+    live: Option<&Value>,
+    cfg: &Value,
+    manager: &str,
+    force: bool,
+) -> Result<Value, ApplyError> {
     server_side_apply_at(live, cfg, manager, force, DEPLOYMENT, T0)
 }
 
@@ -88,10 +93,19 @@ fn conflicts_with_another_manager_unless_forced() {
         UPDATE,
         T0,
     );
-    assert!(owns(&created, "kubectl-client-side-apply", "/f:spec/f:replicas"));
+    assert!(owns(
+        &created,
+        "kubectl-client-side-apply",
+        "/f:spec/f:replicas"
+    ));
 
-    let err = apply(Some(&created), &config(3, "nginx:1.25", json!([])), "kubectl", false)
-        .unwrap_err();
+    let err = apply(
+        Some(&created),
+        &config(3, "nginx:1.25", json!([])),
+        "kubectl",
+        false,
+    )
+    .unwrap_err();
     let ApplyError::Conflict { causes } = &err else {
         panic!("{err}");
     };
@@ -113,16 +127,40 @@ fn conflicts_with_another_manager_unless_forced() {
     );
 
     // The same value is no conflict: both own it.
-    let shared = apply(Some(&created), &config(2, "nginx:1.25", json!([])), "kubectl", false).unwrap();
+    let shared = apply(
+        Some(&created),
+        &config(2, "nginx:1.25", json!([])),
+        "kubectl",
+        false,
+    )
+    .unwrap();
     assert!(owns(&shared, "kubectl", "/f:spec/f:replicas"));
-    assert!(owns(&shared, "kubectl-client-side-apply", "/f:spec/f:replicas"));
+    assert!(owns(
+        &shared,
+        "kubectl-client-side-apply",
+        "/f:spec/f:replicas"
+    ));
 
     // Forced: the field moves.
-    let forced = apply(Some(&created), &config(3, "nginx:1.25", json!([])), "kubectl", true).unwrap();
+    let forced = apply(
+        Some(&created),
+        &config(3, "nginx:1.25", json!([])),
+        "kubectl",
+        true,
+    )
+    .unwrap();
     assert_eq!(forced["spec"]["replicas"], 3);
     assert!(owns(&forced, "kubectl", "/f:spec/f:replicas"));
-    assert!(!owns(&forced, "kubectl-client-side-apply", "/f:spec/f:replicas"));
-    assert!(owns(&forced, "kubectl-client-side-apply", "/f:spec/f:selector"));
+    assert!(!owns(
+        &forced,
+        "kubectl-client-side-apply",
+        "/f:spec/f:replicas"
+    ));
+    assert!(owns(
+        &forced,
+        "kubectl-client-side-apply",
+        "/f:spec/f:selector"
+    ));
 }
 
 #[test]
@@ -135,16 +173,26 @@ fn several_conflicts_are_all_reported() {
     let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
     assert_eq!(
         fields,
-        [".spec.replicas", ".spec.template.spec.containers[name=\"nginx\"].image"]
+        [
+            ".spec.replicas",
+            ".spec.template.spec.containers[name=\"nginx\"].image"
+        ]
     );
-    assert!(err.to_string().starts_with("Apply failed with 2 conflicts:"));
+    assert!(
+        err.to_string()
+            .starts_with("Apply failed with 2 conflicts:")
+    );
 }
 
 #[test]
 fn fields_no_longer_applied_are_removed_unless_owned_by_someone_else() {
     let first = apply(
         None,
-        &config(2, "nginx:1.25", json!([{ "name": "A", "value": "1" }, { "name": "B", "value": "2" }])),
+        &config(
+            2,
+            "nginx:1.25",
+            json!([{ "name": "A", "value": "1" }, { "name": "B", "value": "2" }]),
+        ),
         "kubectl",
         false,
     )
@@ -170,18 +218,27 @@ fn fields_no_longer_applied_are_removed_unless_owned_by_someone_else() {
         .as_object_mut()
         .unwrap()
         .remove("ports");
-    let second = server_side_apply_at(Some(&edited), &second_cfg, "kubectl", false, DEPLOYMENT, T1)
+    let second =
+        server_side_apply_at(Some(&edited), &second_cfg, "kubectl", false, DEPLOYMENT, T1).unwrap();
+    let containers = second["spec"]["template"]["spec"]["containers"]
+        .as_array()
         .unwrap();
-    let containers = second["spec"]["template"]["spec"]["containers"].as_array().unwrap();
     assert_eq!(containers.len(), 2, "the sidecar someone else owns stays");
     assert_eq!(containers[0]["image"], "nginx:1.26");
     assert_eq!(containers[0]["env"], json!([{ "name": "A", "value": "1" }]));
     assert!(containers[0].get("ports").is_none());
-    assert_eq!(second["metadata"]["labels"], json!({ "app": "web", "team": "a" }));
+    assert_eq!(
+        second["metadata"]["labels"],
+        json!({ "app": "web", "team": "a" })
+    );
     let mine = entry(&second, "kubectl").unwrap();
     assert_eq!(mine["time"], T1);
     assert!(mine["fieldsV1"].to_string().contains("\"f:env\""));
-    assert!(!mine["fieldsV1"].to_string().contains("k:{\\\"name\\\":\\\"B\\\"}"));
+    assert!(
+        !mine["fieldsV1"]
+            .to_string()
+            .contains("k:{\\\"name\\\":\\\"B\\\"}")
+    );
     assert_eq!(entry(&second, "kubectl-edit").unwrap()["time"], T0);
 }
 
@@ -191,12 +248,18 @@ fn a_field_two_managers_applied_survives_when_one_stops() {
     let a = apply(None, &cfg, "a", false).unwrap();
     let b = apply(Some(&a), &cfg, "b", false).unwrap();
     let mut without_replicas = cfg.clone();
-    without_replicas["spec"].as_object_mut().unwrap().remove("replicas");
+    without_replicas["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("replicas");
     let out = apply(Some(&b), &without_replicas, "a", false).unwrap();
     assert_eq!(out["spec"]["replicas"], 2, "b still owns it");
     assert!(!owns(&out, "a", "/f:spec/f:replicas"));
     let out = apply(Some(&out), &without_replicas, "b", false).unwrap();
-    assert!(out["spec"].get("replicas").is_none(), "nobody owns it any more");
+    assert!(
+        out["spec"].get("replicas").is_none(),
+        "nobody owns it any more"
+    );
 }
 
 #[test]
@@ -205,9 +268,13 @@ fn atomic_lists_and_structs_are_replaced_and_owned_whole() {
     cfg["spec"]["template"]["spec"]["containers"][0]["args"] = json!(["a", "b"]);
     let first = apply(None, &cfg, "kubectl", false).unwrap();
     cfg["spec"]["template"]["spec"]["containers"][0]["args"] = json!(["c"]);
-    cfg["spec"]["selector"] = json!({ "matchExpressions": [{ "key": "app", "operator": "Exists" }] });
+    cfg["spec"]["selector"] =
+        json!({ "matchExpressions": [{ "key": "app", "operator": "Exists" }] });
     let out = apply(Some(&first), &cfg, "kubectl", false).unwrap();
-    assert_eq!(out["spec"]["template"]["spec"]["containers"][0]["args"], json!(["c"]));
+    assert_eq!(
+        out["spec"]["template"]["spec"]["containers"][0]["args"],
+        json!(["c"])
+    );
     // LabelSelector is atomic: no merge with the old matchLabels.
     assert_eq!(
         out["spec"]["selector"],
@@ -223,9 +290,7 @@ fn atomic_lists_and_structs_are_replaced_and_owned_whole() {
 
 #[test]
 fn sets_merge_by_value() {
-    let pod = |finalizers: Value| {
-        json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","finalizers":finalizers}})
-    };
+    let pod = |finalizers: Value| json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","finalizers":finalizers}});
     let kind = ("", "v1", "Pod");
     let a = server_side_apply_at(None, &pod(json!(["x"])), "a", false, kind, T0).unwrap();
     let b = server_side_apply_at(Some(&a), &pod(json!(["y"])), "b", false, kind, T0).unwrap();
@@ -256,11 +321,17 @@ fn invalid_configurations_are_refused() {
     dup["spec"]["template"]["spec"]["containers"] = json!([{ "name": "a" }, { "name": "a" }]);
     for bad in [no_kind, wrong, no_key, dup, json!([1])] {
         assert!(
-            matches!(apply(None, &bad, "kubectl", false), Err(ApplyError::Invalid { .. })),
+            matches!(
+                apply(None, &bad, "kubectl", false),
+                Err(ApplyError::Invalid { .. })
+            ),
             "{bad}"
         );
     }
-    assert!(matches!(apply(None, &cfg, "", false), Err(ApplyError::Invalid { .. })));
+    assert!(matches!(
+        apply(None, &cfg, "", false),
+        Err(ApplyError::Invalid { .. })
+    ));
 }
 
 #[test]
@@ -313,7 +384,10 @@ fn record_update_tracks_creates_updates_and_resets() {
 
     // A removed field leaves every set.
     let mut removed = scaled.clone();
-    removed["metadata"].as_object_mut().unwrap().remove("labels");
+    removed["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("labels");
     let removed = record_update_at(Some(&scaled), &removed, "x", UPDATE, T1);
     assert!(!owns(&removed, "kubectl-create", "/f:metadata/f:labels"));
 
@@ -330,4 +404,32 @@ fn rfc3339_formats_civil_dates() {
     assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
     assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
     assert!(now_rfc3339().ends_with('Z'));
+}
+
+#[test]
+fn odd_input_is_an_error_or_a_value_never_a_panic() {
+    let base = config(2, "nginx:1.25", json!([]));
+    let live = apply(None, &base, "kubectl", false).unwrap();
+    let odd = [
+        json!({"spec":{"template":{"spec":{"containers":"x"}}}}),
+        json!({"spec":{"template":{"spec":{"containers":[1,2]}}}}),
+        json!({"spec":{"template":{"spec":{"containers":[{"name":"nginx","env":{},"ports":[[1]]}]}}}}),
+        json!({"spec":{"template":{"spec":{"containers":[{"name":"nginx","ports":[{"containerPort":null}]}]}}}}),
+        json!({"metadata":5,"spec":null}),
+        json!({"metadata":{"managedFields":"junk","finalizers":{"a":1}}}),
+    ];
+    for o in odd {
+        let mut cfg = json!({"apiVersion":"apps/v1","kind":"Deployment"});
+        json_patch::merge(&mut cfg, &o);
+        let _ = apply(Some(&live), &cfg, "kubectl", false);
+        let _ = apply(None, &cfg, "other", true);
+        let _ = record_update_at(Some(&live), &cfg, "x", UPDATE, T0);
+        let _ = record_update_at(Some(&cfg), &live, "x", UPDATE, T0);
+    }
+    let mut garbage = live.clone();
+    garbage["metadata"]["managedFields"] =
+        json!([1, {"fieldsType":"FieldsV1","fieldsV1":[1]}, {"manager":"m"}]);
+    let out = apply(Some(&garbage), &base, "kubectl", false).unwrap();
+    assert_eq!(entries(&out).len(), 1);
+    assert_eq!(record_update_at(None, &json!(7), "m", UPDATE, T0), json!(7));
 }

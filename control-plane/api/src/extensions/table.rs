@@ -24,38 +24,148 @@ pub static KINDS: &[KindSchema] = &[
     kind!("", "v1", "Endpoints", "io.k8s.api.core.v1.Endpoints"),
     kind!("", "v1", "ConfigMap", "io.k8s.api.core.v1.ConfigMap"),
     kind!("", "v1", "Secret", "io.k8s.api.core.v1.Secret"),
-    kind!("", "v1", "ServiceAccount", "io.k8s.api.core.v1.ServiceAccount"),
+    kind!(
+        "",
+        "v1",
+        "ServiceAccount",
+        "io.k8s.api.core.v1.ServiceAccount"
+    ),
     kind!("", "v1", "Namespace", "io.k8s.api.core.v1.Namespace"),
     kind!("", "v1", "Node", "io.k8s.api.core.v1.Node"),
     kind!("", "v1", "Event", "io.k8s.api.core.v1.Event"),
     kind!("", "v1", "Binding", "io.k8s.api.core.v1.Binding"),
     kind!("policy", "v1", "Eviction", "io.k8s.api.policy.v1.Eviction"),
-    kind!("policy", "v1", "PodDisruptionBudget", "io.k8s.api.policy.v1.PodDisruptionBudget"),
-    kind!("authentication.k8s.io", "v1", "TokenRequest", "io.k8s.api.authentication.v1.TokenRequest"),
-    kind!("authentication.k8s.io", "v1", "TokenReview", "io.k8s.api.authentication.v1.TokenReview"),
-    kind!("authentication.k8s.io", "v1", "SelfSubjectReview", "io.k8s.api.authentication.v1.SelfSubjectReview"),
+    kind!(
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "io.k8s.api.policy.v1.PodDisruptionBudget"
+    ),
+    kind!(
+        "authentication.k8s.io",
+        "v1",
+        "TokenRequest",
+        "io.k8s.api.authentication.v1.TokenRequest"
+    ),
+    kind!(
+        "authentication.k8s.io",
+        "v1",
+        "TokenReview",
+        "io.k8s.api.authentication.v1.TokenReview"
+    ),
+    kind!(
+        "authentication.k8s.io",
+        "v1",
+        "SelfSubjectReview",
+        "io.k8s.api.authentication.v1.SelfSubjectReview"
+    ),
     kind!("apps", "v1", "Deployment", "io.k8s.api.apps.v1.Deployment"),
     kind!("apps", "v1", "ReplicaSet", "io.k8s.api.apps.v1.ReplicaSet"),
-    kind!("apps", "v1", "StatefulSet", "io.k8s.api.apps.v1.StatefulSet"),
+    kind!(
+        "apps",
+        "v1",
+        "StatefulSet",
+        "io.k8s.api.apps.v1.StatefulSet"
+    ),
     kind!("apps", "v1", "DaemonSet", "io.k8s.api.apps.v1.DaemonSet"),
-    kind!("apps", "v1", "ControllerRevision", "io.k8s.api.apps.v1.ControllerRevision"),
-    kind!("autoscaling", "v1", "Scale", "io.k8s.api.autoscaling.v1.Scale"),
-    kind!("autoscaling", "v1", "HorizontalPodAutoscaler", "io.k8s.api.autoscaling.v1.HorizontalPodAutoscaler"),
-    kind!("autoscaling", "v2", "HorizontalPodAutoscaler", "io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler"),
+    kind!(
+        "apps",
+        "v1",
+        "ControllerRevision",
+        "io.k8s.api.apps.v1.ControllerRevision"
+    ),
+    kind!(
+        "autoscaling",
+        "v1",
+        "Scale",
+        "io.k8s.api.autoscaling.v1.Scale"
+    ),
+    kind!(
+        "autoscaling",
+        "v1",
+        "HorizontalPodAutoscaler",
+        "io.k8s.api.autoscaling.v1.HorizontalPodAutoscaler"
+    ),
+    kind!(
+        "autoscaling",
+        "v2",
+        "HorizontalPodAutoscaler",
+        "io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler"
+    ),
     kind!("batch", "v1", "Job", "io.k8s.api.batch.v1.Job"),
     kind!("batch", "v1", "CronJob", "io.k8s.api.batch.v1.CronJob"),
-    kind!("discovery.k8s.io", "v1", "EndpointSlice", "io.k8s.api.discovery.v1.EndpointSlice"),
-    kind!("networking.k8s.io", "v1", "Ingress", "io.k8s.api.networking.v1.Ingress"),
-    kind!("networking.k8s.io", "v1", "NetworkPolicy", "io.k8s.api.networking.v1.NetworkPolicy"),
-    kind!("rbac.authorization.k8s.io", "v1", "ClusterRole", "io.k8s.api.rbac.v1.ClusterRole"),
-    kind!("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "io.k8s.api.rbac.v1.ClusterRoleBinding"),
-    kind!("rbac.authorization.k8s.io", "v1", "Role", "io.k8s.api.rbac.v1.Role"),
-    kind!("rbac.authorization.k8s.io", "v1", "RoleBinding", "io.k8s.api.rbac.v1.RoleBinding"),
-    kind!("coordination.k8s.io", "v1", "Lease", "io.k8s.api.coordination.v1.Lease"),
-    kind!("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "io.k8s.api.authorization.v1.SelfSubjectAccessReview"),
-    kind!("authorization.k8s.io", "v1", "SelfSubjectRulesReview", "io.k8s.api.authorization.v1.SelfSubjectRulesReview"),
-    kind!("authorization.k8s.io", "v1", "SubjectAccessReview", "io.k8s.api.authorization.v1.SubjectAccessReview"),
-    kind!("authorization.k8s.io", "v1", "LocalSubjectAccessReview", "io.k8s.api.authorization.v1.LocalSubjectAccessReview"),
+    kind!(
+        "discovery.k8s.io",
+        "v1",
+        "EndpointSlice",
+        "io.k8s.api.discovery.v1.EndpointSlice"
+    ),
+    kind!(
+        "networking.k8s.io",
+        "v1",
+        "Ingress",
+        "io.k8s.api.networking.v1.Ingress"
+    ),
+    kind!(
+        "networking.k8s.io",
+        "v1",
+        "NetworkPolicy",
+        "io.k8s.api.networking.v1.NetworkPolicy"
+    ),
+    kind!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRole",
+        "io.k8s.api.rbac.v1.ClusterRole"
+    ),
+    kind!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        "io.k8s.api.rbac.v1.ClusterRoleBinding"
+    ),
+    kind!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "Role",
+        "io.k8s.api.rbac.v1.Role"
+    ),
+    kind!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "RoleBinding",
+        "io.k8s.api.rbac.v1.RoleBinding"
+    ),
+    kind!(
+        "coordination.k8s.io",
+        "v1",
+        "Lease",
+        "io.k8s.api.coordination.v1.Lease"
+    ),
+    kind!(
+        "authorization.k8s.io",
+        "v1",
+        "SelfSubjectAccessReview",
+        "io.k8s.api.authorization.v1.SelfSubjectAccessReview"
+    ),
+    kind!(
+        "authorization.k8s.io",
+        "v1",
+        "SelfSubjectRulesReview",
+        "io.k8s.api.authorization.v1.SelfSubjectRulesReview"
+    ),
+    kind!(
+        "authorization.k8s.io",
+        "v1",
+        "SubjectAccessReview",
+        "io.k8s.api.authorization.v1.SubjectAccessReview"
+    ),
+    kind!(
+        "authorization.k8s.io",
+        "v1",
+        "LocalSubjectAccessReview",
+        "io.k8s.api.authorization.v1.LocalSubjectAccessReview"
+    ),
 ];
 
 const fn row(
@@ -89,22 +199,11 @@ const fn set(schema: &'static str, field: &'static str) -> FieldExt {
 
 /// `+patchStrategy=merge +listType=set`: a primitive list merged as a set by both.
 const fn merge_set(schema: &'static str, field: &'static str) -> FieldExt {
-    row(
-        schema,
-        field,
-        Some("merge"),
-        None,
-        Some(ListType::Set),
-        &[],
-    )
+    row(schema, field, Some("merge"), None, Some(ListType::Set), &[])
 }
 
 /// `+listType=map +listMapKey=..` without a patch strategy.
-const fn map(
-    schema: &'static str,
-    field: &'static str,
-    keys: &'static [&'static str],
-) -> FieldExt {
+const fn map(schema: &'static str, field: &'static str, keys: &'static [&'static str]) -> FieldExt {
     row(schema, field, None, None, Some(ListType::Map), keys)
 }
 
@@ -228,8 +327,18 @@ pub static FIELDS: &[FieldExt] = &[
     atomic(core!("Container"), "envFrom"),
     merge_map(core!("Container"), "env", "name", NAME),
     atomic(core!("Container"), "resizePolicy"),
-    merge_map(core!("Container"), "volumeMounts", "mountPath", &["mountPath"]),
-    merge_map(core!("Container"), "volumeDevices", "devicePath", &["devicePath"]),
+    merge_map(
+        core!("Container"),
+        "volumeMounts",
+        "mountPath",
+        &["mountPath"],
+    ),
+    merge_map(
+        core!("Container"),
+        "volumeDevices",
+        "devicePath",
+        &["devicePath"],
+    ),
     atomic(core!("EphemeralContainer"), "command"),
     atomic(core!("EphemeralContainer"), "args"),
     merge_map(
@@ -309,7 +418,12 @@ pub static FIELDS: &[FieldExt] = &[
     atomic(core!("ISCSIVolumeSource"), "portals"),
     atomic(core!("PersistentVolumeClaimSpec"), "accessModes"),
     atomic(core!("PersistentVolumeClaimStatus"), "accessModes"),
-    merge_map(core!("PersistentVolumeClaimStatus"), "conditions", "type", TYPE),
+    merge_map(
+        core!("PersistentVolumeClaimStatus"),
+        "conditions",
+        "type",
+        TYPE,
+    ),
     map_type(
         core!("PersistentVolumeClaimStatus"),
         "allocatedResourceStatuses",
@@ -329,7 +443,12 @@ pub static FIELDS: &[FieldExt] = &[
         "mountPath",
         &["mountPath"],
     ),
-    merge_map(core!("ContainerStatus"), "allocatedResourcesStatus", "name", NAME),
+    merge_map(
+        core!("ContainerStatus"),
+        "allocatedResourcesStatus",
+        "name",
+        NAME,
+    ),
     map(core!("ResourceStatus"), "resources", &["resourceID"]),
     // Service, Endpoints
     merge_map(core!("ServiceSpec"), "ports", "port", &["port", "protocol"]),
@@ -361,22 +480,48 @@ pub static FIELDS: &[FieldExt] = &[
     atomic(core!("ContainerImage"), "names"),
     // apps/v1
     retain_keys(api!("apps.v1", "DeploymentSpec"), "strategy"),
-    merge_map(api!("apps.v1", "DeploymentStatus"), "conditions", "type", TYPE),
-    merge_map(api!("apps.v1", "ReplicaSetStatus"), "conditions", "type", TYPE),
-    merge_map(api!("apps.v1", "StatefulSetStatus"), "conditions", "type", TYPE),
-    merge_map(api!("apps.v1", "DaemonSetStatus"), "conditions", "type", TYPE),
+    merge_map(
+        api!("apps.v1", "DeploymentStatus"),
+        "conditions",
+        "type",
+        TYPE,
+    ),
+    merge_map(
+        api!("apps.v1", "ReplicaSetStatus"),
+        "conditions",
+        "type",
+        TYPE,
+    ),
+    merge_map(
+        api!("apps.v1", "StatefulSetStatus"),
+        "conditions",
+        "type",
+        TYPE,
+    ),
+    merge_map(
+        api!("apps.v1", "DaemonSetStatus"),
+        "conditions",
+        "type",
+        TYPE,
+    ),
     atomic(api!("apps.v1", "StatefulSetSpec"), "volumeClaimTemplates"),
     // batch/v1
     atomic(api!("batch.v1", "CronJobStatus"), "active"),
     merge_atomic(api!("batch.v1", "JobStatus"), "conditions", "type"),
     atomic(api!("batch.v1", "PodFailurePolicy"), "rules"),
     atomic(api!("batch.v1", "PodFailurePolicyRule"), "onPodConditions"),
-    set(api!("batch.v1", "PodFailurePolicyOnExitCodesRequirement"), "values"),
+    set(
+        api!("batch.v1", "PodFailurePolicyOnExitCodesRequirement"),
+        "values",
+    ),
     atomic(api!("batch.v1", "SuccessPolicy"), "rules"),
     set(api!("batch.v1", "UncountedTerminatedPods"), "succeeded"),
     set(api!("batch.v1", "UncountedTerminatedPods"), "failed"),
     // autoscaling/v2
-    atomic(api!("autoscaling.v2", "HorizontalPodAutoscalerSpec"), "metrics"),
+    atomic(
+        api!("autoscaling.v2", "HorizontalPodAutoscalerSpec"),
+        "metrics",
+    ),
     atomic(api!("autoscaling.v2", "HPAScalingRules"), "policies"),
     merge_map(
         api!("autoscaling.v2", "HorizontalPodAutoscalerStatus"),
@@ -399,7 +544,10 @@ pub static FIELDS: &[FieldExt] = &[
     atomic(api!("networking.v1", "IngressSpec"), "rules"),
     atomic(api!("networking.v1", "IngressTLS"), "hosts"),
     atomic(api!("networking.v1", "HTTPIngressRuleValue"), "paths"),
-    atomic(api!("networking.v1", "IngressLoadBalancerStatus"), "ingress"),
+    atomic(
+        api!("networking.v1", "IngressLoadBalancerStatus"),
+        "ingress",
+    ),
     atomic(api!("networking.v1", "IngressLoadBalancerIngress"), "ports"),
     atomic(api!("networking.v1", "NetworkPolicySpec"), "ingress"),
     atomic(api!("networking.v1", "NetworkPolicySpec"), "egress"),
@@ -433,8 +581,14 @@ pub static FIELDS: &[FieldExt] = &[
     atomic(api!("authentication.v1", "TokenReviewStatus"), "audiences"),
     atomic(api!("authentication.v1", "UserInfo"), "groups"),
     // authorization.k8s.io/v1
-    atomic(api!("authorization.v1", "SubjectAccessReviewSpec"), "groups"),
-    atomic(api!("authorization.v1", "SubjectRulesReviewStatus"), "resourceRules"),
+    atomic(
+        api!("authorization.v1", "SubjectAccessReviewSpec"),
+        "groups",
+    ),
+    atomic(
+        api!("authorization.v1", "SubjectRulesReviewStatus"),
+        "resourceRules",
+    ),
     atomic(
         api!("authorization.v1", "SubjectRulesReviewStatus"),
         "nonResourceRules",
@@ -444,9 +598,18 @@ pub static FIELDS: &[FieldExt] = &[
     atomic(api!("authorization.v1", "ResourceRule"), "resources"),
     atomic(api!("authorization.v1", "ResourceRule"), "resourceNames"),
     atomic(api!("authorization.v1", "NonResourceRule"), "verbs"),
-    atomic(api!("authorization.v1", "NonResourceRule"), "nonResourceURLs"),
-    atomic(api!("authorization.v1", "FieldSelectorAttributes"), "requirements"),
-    atomic(api!("authorization.v1", "LabelSelectorAttributes"), "requirements"),
+    atomic(
+        api!("authorization.v1", "NonResourceRule"),
+        "nonResourceURLs",
+    ),
+    atomic(
+        api!("authorization.v1", "FieldSelectorAttributes"),
+        "requirements",
+    ),
+    atomic(
+        api!("authorization.v1", "LabelSelectorAttributes"),
+        "requirements",
+    ),
 ];
 
 const fn atomic_type(schema: &'static str) -> TypeExt {

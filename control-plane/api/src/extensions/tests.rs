@@ -83,12 +83,22 @@ fn every_entry_names_a_real_field_with_real_keys() {
                 e.field
             );
         }
-        let keys: Vec<&str> = e.list_map_keys.iter().copied().chain(e.patch_merge_key).collect();
+        let keys: Vec<&str> = e
+            .list_map_keys
+            .iter()
+            .copied()
+            .chain(e.patch_merge_key)
+            .collect();
         if !keys.is_empty() {
             let item = item_properties(&schemas, prop)
                 .unwrap_or_else(|| panic!("{}.{} has keys but no object items", e.schema, e.field));
             for k in keys {
-                assert!(item.get(k).is_some(), "{}.{}: no key field {k}", e.schema, e.field);
+                assert!(
+                    item.get(k).is_some(),
+                    "{}.{}: no key field {k}",
+                    e.schema,
+                    e.field
+                );
             }
         }
         if e.list_type == Some(ListType::Map) {
@@ -139,12 +149,18 @@ fn the_well_known_merge_keys() {
         (e.patch_strategy, e.patch_merge_key)
     };
     let core = |t: &str| format!("io.k8s.api.core.v1.{t}");
-    assert_eq!(key(&core("PodSpec"), "containers"), (Some("merge"), Some("name")));
+    assert_eq!(
+        key(&core("PodSpec"), "containers"),
+        (Some("merge"), Some("name"))
+    );
     assert_eq!(
         key(&core("Container"), "ports"),
         (Some("merge"), Some("containerPort"))
     );
-    assert_eq!(key(&core("Container"), "env"), (Some("merge"), Some("name")));
+    assert_eq!(
+        key(&core("Container"), "env"),
+        (Some("merge"), Some("name"))
+    );
     assert_eq!(
         key(&core("PodSpec"), "volumes"),
         (Some("merge,retainKeys"), Some("name"))
@@ -153,7 +169,10 @@ fn the_well_known_merge_keys() {
         key(&core("Container"), "volumeMounts"),
         (Some("merge"), Some("mountPath"))
     );
-    assert_eq!(key(&core("ServiceSpec"), "ports"), (Some("merge"), Some("port")));
+    assert_eq!(
+        key(&core("ServiceSpec"), "ports"),
+        (Some("merge"), Some("port"))
+    );
     assert_eq!(
         key(&core("PodSpec"), "imagePullSecrets"),
         (Some("merge"), Some("name"))
@@ -172,7 +191,9 @@ fn the_well_known_merge_keys() {
     let ports = field_ext(&core("Container"), "ports").unwrap();
     assert_eq!(ports.list_map_keys, ["containerPort", "protocol"]);
     assert_eq!(
-        field_ext(&core("PodSpec"), "tolerations").unwrap().list_type,
+        field_ext(&core("PodSpec"), "tolerations")
+            .unwrap()
+            .list_type,
         Some(ListType::Atomic)
     );
     assert_eq!(

@@ -84,7 +84,8 @@ pub(super) fn add_common(generator: &mut SchemaGenerator) {
     generator.subschema_for::<meta::Status>();
     generator.subschema_for::<meta::Patch>();
     generator.subschema_for::<meta::ListMeta>();
-    generator.subschema_for::<meta::WatchEvent<k8s_openapi::apimachinery::pkg::runtime::RawExtension>>();
+    generator
+        .subschema_for::<meta::WatchEvent<k8s_openapi::apimachinery::pkg::runtime::RawExtension>>();
 }
 
 pub(super) const DELETE_OPTIONS: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions";

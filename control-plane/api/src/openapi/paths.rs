@@ -384,10 +384,7 @@ pub(super) fn paths(group: &str, version: &str, named: &Named) -> Map<String, Va
                 None,
                 responses(&[("200", "OK")], LIST_CONTENT, &list),
             );
-            out.insert(
-                all,
-                json!({ "parameters": [pretty()], "get": list_all }),
-            );
+            out.insert(all, json!({ "parameters": [pretty()], "get": list_all }));
         }
 
         let mut item_params = vec![param(
@@ -407,10 +404,7 @@ pub(super) fn paths(group: &str, version: &str, named: &Named) -> Map<String, Va
             out.insert(path.clone(), value);
             if s.name == "proxy" {
                 let mut params = item_params.clone();
-                params.insert(
-                    0,
-                    param("path", "path", "string", "path to the resource"),
-                );
+                params.insert(0, param("path", "path", "string", "path to the resource"));
                 out.insert(
                     format!("{path}/{{path}}"),
                     connect_ops(s, &tag, &format!("{infix}WithPath"), &params),
@@ -421,7 +415,12 @@ pub(super) fn paths(group: &str, version: &str, named: &Named) -> Map<String, Va
     out
 }
 
-fn item_ops<'a>(r: &Resource, op: &impl Fn(&'a str) -> Op<'a>, obj: &Value, params: &[Value]) -> Value {
+fn item_ops<'a>(
+    r: &Resource,
+    op: &impl Fn(&'a str) -> Op<'a>,
+    obj: &Value,
+    params: &[Value],
+) -> Value {
     let mut m = Map::new();
     m.insert("parameters".into(), Value::Array(params.to_vec()));
     if r.verbs.contains(&"get") {
@@ -508,13 +507,37 @@ fn subresource_ops(
             gvk: gvk(s.group, s.version, s.kind),
         };
         let p = vec![
-            q("container", "string", "The container for which to stream logs."),
+            q(
+                "container",
+                "string",
+                "The container for which to stream logs.",
+            ),
             q("follow", "boolean", "Follow the log stream of the pod."),
-            q("limitBytes", "integer", "The number of bytes to read from the server before terminating the log output."),
-            q("previous", "boolean", "Return previous terminated container logs."),
-            q("sinceSeconds", "integer", "A relative time in seconds before the current time from which to show logs."),
-            q("tailLines", "integer", "The number of lines from the end of the logs to show."),
-            q("timestamps", "boolean", "Add an RFC3339 timestamp at the beginning of every line of log output."),
+            q(
+                "limitBytes",
+                "integer",
+                "The number of bytes to read from the server before terminating the log output.",
+            ),
+            q(
+                "previous",
+                "boolean",
+                "Return previous terminated container logs.",
+            ),
+            q(
+                "sinceSeconds",
+                "integer",
+                "A relative time in seconds before the current time from which to show logs.",
+            ),
+            q(
+                "tailLines",
+                "integer",
+                "The number of lines from the end of the logs to show.",
+            ),
+            q(
+                "timestamps",
+                "boolean",
+                "Add an RFC3339 timestamp at the beginning of every line of log output.",
+            ),
         ];
         let get = op.build(
             "read",
@@ -522,7 +545,11 @@ fn subresource_ops(
             &format!("read log of the specified {}", r.kind),
             p,
             None,
-            responses(&[("200", "OK")], &["text/plain", "application/json"], &json!({ "type": "string" })),
+            responses(
+                &[("200", "OK")],
+                &["text/plain", "application/json"],
+                &json!({ "type": "string" }),
+            ),
         );
         return json!({ "parameters": params, "get": get });
     }
@@ -563,7 +590,11 @@ fn subresource_ops(
             ),
             "patch" => {
                 let mut p = write_params();
-                p.push(q("force", "boolean", "Force is going to \"force\" Apply requests."));
+                p.push(q(
+                    "force",
+                    "boolean",
+                    "Force is going to \"force\" Apply requests.",
+                ));
                 (
                     "patch",
                     op("patch").build(
@@ -607,22 +638,70 @@ fn connect_ops(s: &Subresource, tag: &str, infix: &str, params: &[Value]) -> Val
     };
     let extra: Vec<Value> = match s.name {
         "exec" => vec![
-            q("command", "string", "Command is the remote command to execute. argv array."),
-            q("container", "string", "Container in which to execute the command."),
-            q("stderr", "boolean", "Redirect the standard error stream of the pod for this call."),
-            q("stdin", "boolean", "Redirect the standard input stream of the pod for this call."),
-            q("stdout", "boolean", "Redirect the standard output stream of the pod for this call."),
-            q("tty", "boolean", "TTY if true indicates that a tty will be allocated for the exec call."),
+            q(
+                "command",
+                "string",
+                "Command is the remote command to execute. argv array.",
+            ),
+            q(
+                "container",
+                "string",
+                "Container in which to execute the command.",
+            ),
+            q(
+                "stderr",
+                "boolean",
+                "Redirect the standard error stream of the pod for this call.",
+            ),
+            q(
+                "stdin",
+                "boolean",
+                "Redirect the standard input stream of the pod for this call.",
+            ),
+            q(
+                "stdout",
+                "boolean",
+                "Redirect the standard output stream of the pod for this call.",
+            ),
+            q(
+                "tty",
+                "boolean",
+                "TTY if true indicates that a tty will be allocated for the exec call.",
+            ),
         ],
         "attach" => vec![
-            q("container", "string", "The container in which to execute the command."),
-            q("stderr", "boolean", "Stderr if true indicates that stderr is to be redirected for the attach call."),
-            q("stdin", "boolean", "Stdin if true, redirects the standard input stream of the pod for this call."),
-            q("stdout", "boolean", "Stdout if true indicates that stdout is to be redirected for the attach call."),
-            q("tty", "boolean", "TTY if true indicates that a tty will be allocated for the attach call."),
+            q(
+                "container",
+                "string",
+                "The container in which to execute the command.",
+            ),
+            q(
+                "stderr",
+                "boolean",
+                "Stderr if true indicates that stderr is to be redirected for the attach call.",
+            ),
+            q(
+                "stdin",
+                "boolean",
+                "Stdin if true, redirects the standard input stream of the pod for this call.",
+            ),
+            q(
+                "stdout",
+                "boolean",
+                "Stdout if true indicates that stdout is to be redirected for the attach call.",
+            ),
+            q(
+                "tty",
+                "boolean",
+                "TTY if true indicates that a tty will be allocated for the attach call.",
+            ),
         ],
         "portforward" => vec![q("ports", "integer", "List of ports to forward.")],
-        _ => vec![q("path", "string", "Path is the URL path to use for the current proxy request.")],
+        _ => vec![q(
+            "path",
+            "string",
+            "Path is the URL path to use for the current proxy request.",
+        )],
     };
     let mut m = Map::new();
     let mut all_params = params.to_vec();

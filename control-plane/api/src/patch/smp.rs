@@ -54,7 +54,11 @@ fn strategy(meta: &FieldMeta) -> &str {
 }
 
 /// Applies `patch` to `original`.
-pub(super) fn merge_map(mut original: Obj, mut patch: Obj, schema: Schema) -> Result<Obj, PatchError> {
+pub(super) fn merge_map(
+    mut original: Obj,
+    mut patch: Obj,
+    schema: Schema,
+) -> Result<Obj, PatchError> {
     if let Some(d) = patch.remove(DIRECTIVE) {
         match d.as_str() {
             Some("replace") => return merge_map(Obj::new(), patch, schema),
@@ -246,7 +250,9 @@ fn apply_special_elements(
         match directive.as_str() {
             Some("delete") => {
                 let value = v.get(key).ok_or_else(|| {
-                    PatchError::invalid(format!("map: {v} does not contain declared merge key: {key}"))
+                    PatchError::invalid(format!(
+                        "map: {v} does not contain declared merge key: {key}"
+                    ))
                 })?;
                 original.retain(|o| o.get(key) != Some(value));
             }
@@ -283,7 +289,9 @@ fn merge_by_key(
             return Err(PatchError::invalid("list element is not an object"));
         };
         let value = pm.get(key).ok_or_else(|| {
-            PatchError::invalid(format!("map: {p} does not contain declared merge key: {key}"))
+            PatchError::invalid(format!(
+                "map: {p} does not contain declared merge key: {key}"
+            ))
         })?;
         match original.iter().position(|o| o.get(key) == Some(value)) {
             Some(i) => {
@@ -375,7 +383,9 @@ fn apply_retain_keys(original: &mut Obj, patch: &mut Obj) -> Result<(), PatchErr
         return Ok(());
     };
     let Value::Array(keys) = keys else {
-        return Err(PatchError::invalid("$retainKeys must be a list of field names"));
+        return Err(PatchError::invalid(
+            "$retainKeys must be a list of field names",
+        ));
     };
     let keys: Vec<&str> = keys.iter().filter_map(Value::as_str).collect();
     for (k, v) in patch.iter() {

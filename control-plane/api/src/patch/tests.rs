@@ -60,7 +60,9 @@ fn smp(kind: Kind<'_>, target: &Value, patch: Value) -> Value {
 }
 
 fn containers(d: &Value) -> &Vec<Value> {
-    d["spec"]["template"]["spec"]["containers"].as_array().unwrap()
+    d["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
 }
 
 fn names(list: &Value) -> Vec<&str> {
@@ -111,15 +113,24 @@ fn kubectl_apply_second_run_changes_image_and_removes_an_env_var_and_a_port() {
     let c = containers(&out);
     assert_eq!(c[0]["image"], "nginx:1.26");
     assert_eq!(c[0]["env"], json!([{ "name": "A", "value": "1" }]));
-    assert_eq!(c[0]["ports"], json!([{ "containerPort": 80, "protocol": "TCP" }]));
+    assert_eq!(
+        c[0]["ports"],
+        json!([{ "containerPort": 80, "protocol": "TCP" }])
+    );
     // Server-set and other-owner fields survive.
     assert_eq!(c[0]["terminationMessagePath"], "/dev/termination-log");
-    assert_eq!(names(&out["spec"]["template"]["spec"]["containers"]), ["nginx", "sidecar"]);
+    assert_eq!(
+        names(&out["spec"]["template"]["spec"]["containers"]),
+        ["nginx", "sidecar"]
+    );
     assert_eq!(
         out["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"],
         last_applied
     );
-    assert_eq!(out["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "1");
+    assert_eq!(
+        out["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "1"
+    );
     // No directive leaks into the stored object.
     assert!(!out.to_string().contains('$'));
 }
@@ -152,7 +163,10 @@ fn kubectl_rollout_restart() {
 fn kubectl_cordon_and_uncordon() {
     let node = json!({"apiVersion":"v1","kind":"Node","metadata":{"name":"n1"},"spec":{"podCIDR":"10.0.0.0/24"}});
     let out = smp(NODE, &node, json!({"spec":{"unschedulable":true}}));
-    assert_eq!(out["spec"], json!({"podCIDR":"10.0.0.0/24","unschedulable":true}));
+    assert_eq!(
+        out["spec"],
+        json!({"podCIDR":"10.0.0.0/24","unschedulable":true})
+    );
     let back = smp(NODE, &out, json!({"spec":{"unschedulable":null}}));
     assert_eq!(back, node);
 }
@@ -166,26 +180,44 @@ fn kubectl_edit_replicas_and_a_label() {
         json!({"metadata":{"labels":{"tier":"frontend"}},"spec":{"replicas":5}}),
     );
     assert_eq!(out["spec"]["replicas"], 5);
-    assert_eq!(out["metadata"]["labels"], json!({"app":"web","tier":"frontend"}));
+    assert_eq!(
+        out["metadata"]["labels"],
+        json!({"app":"web","tier":"frontend"})
+    );
     assert_eq!(containers(&out), containers(&live_deployment()));
 }
 
 #[test]
 fn kubectl_label_and_annotate_send_merge_patches() {
     // kubectl label deployment web env=prod; kubectl label deployment web app-
-    let labelled = merge_patch(&live_deployment(), &json!({"metadata":{"labels":{"env":"prod"}}})).unwrap();
-    assert_eq!(labelled["metadata"]["labels"], json!({"app":"web","env":"prod"}));
+    let labelled = merge_patch(
+        &live_deployment(),
+        &json!({"metadata":{"labels":{"env":"prod"}}}),
+    )
+    .unwrap();
+    assert_eq!(
+        labelled["metadata"]["labels"],
+        json!({"app":"web","env":"prod"})
+    );
     let unlabelled = merge_patch(&labelled, &json!({"metadata":{"labels":{"app":null}}})).unwrap();
     assert_eq!(unlabelled["metadata"]["labels"], json!({"env":"prod"}));
     // kubectl annotate deployment web owner=team-a
-    let annotated = merge_patch(&live_deployment(), &json!({"metadata":{"annotations":{"owner":"team-a"}}})).unwrap();
+    let annotated = merge_patch(
+        &live_deployment(),
+        &json!({"metadata":{"annotations":{"owner":"team-a"}}}),
+    )
+    .unwrap();
     assert_eq!(
         annotated["metadata"]["annotations"],
         json!({"deployment.kubernetes.io/revision":"1","owner":"team-a"})
     );
     // The same bodies as strategic merge patches give the same result.
     assert_eq!(
-        smp(DEPLOYMENT, &live_deployment(), json!({"metadata":{"labels":{"env":"prod"}}})),
+        smp(
+            DEPLOYMENT,
+            &live_deployment(),
+            json!({"metadata":{"labels":{"env":"prod"}}})
+        ),
         labelled
     );
 }
@@ -218,7 +250,10 @@ fn kubectl_rollout_undo_json_patch() {
     )
     .unwrap();
     assert_eq!(out["spec"]["template"], template);
-    assert_eq!(out["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "3");
+    assert_eq!(
+        out["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "3"
+    );
 }
 
 #[test]
@@ -248,7 +283,10 @@ fn json_patch_errors_are_clean() {
         ]),
     )
     .unwrap();
-    assert_eq!(out["metadata"]["labels"], json!({"app":"web","w":"y","z":"y"}));
+    assert_eq!(
+        out["metadata"]["labels"],
+        json!({"app":"web","w":"y","z":"y"})
+    );
     assert!(out.get("status").is_none());
 }
 
@@ -263,7 +301,10 @@ fn merge_lists_by_key() {
         ]}}}}),
     );
     let c = containers(&out);
-    assert_eq!(names(&out["spec"]["template"]["spec"]["containers"]), ["nginx", "sidecar", "new"]);
+    assert_eq!(
+        names(&out["spec"]["template"]["spec"]["containers"]),
+        ["nginx", "sidecar", "new"]
+    );
     // `args` is atomic: replaced, not merged.
     assert_eq!(c[1]["args"], json!(["sleep", "2d"]));
     assert_eq!(c[1]["image"], "busybox");
@@ -286,7 +327,10 @@ fn delete_list_elements_by_key() {
         &live_deployment(),
         json!({"spec":{"template":{"spec":{"containers":[{"$patch":"delete","name":"sidecar"}]}}}}),
     );
-    assert_eq!(names(&out["spec"]["template"]["spec"]["containers"]), ["nginx"]);
+    assert_eq!(
+        names(&out["spec"]["template"]["spec"]["containers"]),
+        ["nginx"]
+    );
     let err = strategic_merge_patch(
         DEPLOYMENT,
         &live_deployment(),
@@ -315,13 +359,19 @@ fn set_element_order_reorders_and_interleaves_server_only_elements() {
     );
     // c, a, b in the patch's order; s (server only) goes before the first listed element
     // that came after it on the server (c), as upstream's mergeSortedSlice places it.
-    assert_eq!(names(&out["spec"]["template"]["spec"]["containers"]), ["s", "c", "a", "b"]);
+    assert_eq!(
+        names(&out["spec"]["template"]["spec"]["containers"]),
+        ["s", "c", "a", "b"]
+    );
     let out = smp(
         DEPLOYMENT,
         &live,
         json!({"spec":{"template":{"spec":{"$setElementOrder/containers":[{"name":"b"},{"name":"a"},{"name":"c"}]}}}}),
     );
-    assert_eq!(names(&out["spec"]["template"]["spec"]["containers"]), ["s", "b", "a", "c"]);
+    assert_eq!(
+        names(&out["spec"]["template"]["spec"]["containers"]),
+        ["s", "b", "a", "c"]
+    );
 
     // Primitive lists too, with a parallel merge.
     let pod = json!({"metadata":{"name":"p","finalizers":["x","y"]}});
@@ -366,7 +416,11 @@ fn atomic_and_unknown_lists_are_replaced() {
     );
     let mut live = live_deployment();
     live["spec"]["unknownList"] = json!([{"name":"a"}]);
-    let out = smp(DEPLOYMENT, &live, json!({"spec":{"unknownList":[{"name":"b"}]}}));
+    let out = smp(
+        DEPLOYMENT,
+        &live,
+        json!({"spec":{"unknownList":[{"name":"b"}]}}),
+    );
     assert_eq!(out["spec"]["unknownList"], json!([{"name":"b"}]));
 }
 
@@ -388,13 +442,19 @@ fn patch_replace_and_delete_directives() {
         &live_deployment(),
         json!({"spec":{"template":{"metadata":{"labels":{"$patch":"replace","v":"2"}}}}}),
     );
-    assert_eq!(out["spec"]["template"]["metadata"]["labels"], json!({"v":"2"}));
+    assert_eq!(
+        out["spec"]["template"]["metadata"]["labels"],
+        json!({"v":"2"})
+    );
     let out = smp(
         DEPLOYMENT,
         &live_deployment(),
         json!({"spec":{"template":{"spec":{"containers":[{"$patch":"replace"},{"name":"only","image":"x"}]}}}}),
     );
-    assert_eq!(names(&out["spec"]["template"]["spec"]["containers"]), ["only"]);
+    assert_eq!(
+        names(&out["spec"]["template"]["spec"]["containers"]),
+        ["only"]
+    );
     let out = smp(
         DEPLOYMENT,
         &live_deployment(),
@@ -482,8 +542,15 @@ fn ports_merge_on_container_port_and_service_ports_on_port() {
         ])
     );
     let svc = json!({"metadata":{"name":"s"},"spec":{"ports":[{"port":80,"targetPort":8080},{"port":443}]}});
-    let out = smp(("", "v1", "Service"), &svc, json!({"spec":{"ports":[{"port":80,"targetPort":9090}]}}));
-    assert_eq!(out["spec"]["ports"], json!([{"port":80,"targetPort":9090},{"port":443}]));
+    let out = smp(
+        ("", "v1", "Service"),
+        &svc,
+        json!({"spec":{"ports":[{"port":80,"targetPort":9090}]}}),
+    );
+    assert_eq!(
+        out["spec"]["ports"],
+        json!([{"port":80,"targetPort":9090},{"port":443}])
+    );
 }
 
 #[test]
@@ -546,6 +613,10 @@ fn bad_input_is_an_error_not_a_panic() {
         );
     }
     // Type changes replace.
-    let out = smp(DEPLOYMENT, &live, json!({"spec":{"template":{"spec":{"containers":"x"}}}}));
+    let out = smp(
+        DEPLOYMENT,
+        &live,
+        json!({"spec":{"template":{"spec":{"containers":"x"}}}}),
+    );
     assert_eq!(out["spec"]["template"]["spec"]["containers"], "x");
 }
