@@ -10,6 +10,8 @@
 mod kinds;
 mod paths;
 
+pub use paths::PATCH_CONTENT_TYPES;
+
 use std::sync::OnceLock;
 
 use schemars::generate::{SchemaGenerator, SchemaSettings};

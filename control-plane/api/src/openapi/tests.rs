@@ -139,7 +139,7 @@ fn patch_operations_declare_what_kubectl_checks() {
                 assert!(params.contains(&p), "{}: PATCH lacks {p}", r.plural);
             }
             let content = patch["requestBody"]["content"].as_object().unwrap();
-            for t in paths::PATCH_CONTENT_TYPES {
+            for t in PATCH_CONTENT_TYPES {
                 assert!(content.contains_key(*t), "{}: PATCH lacks {t}", r.plural);
             }
             assert_eq!(
