@@ -2,5 +2,9 @@
 //! exist and how they behave, and everything done to an object between the wire and the store.
 #![forbid(unsafe_code)]
 
+pub mod apply;
 pub mod convert;
+pub mod extensions;
+pub mod openapi;
+pub mod patch;
 pub mod registry;
