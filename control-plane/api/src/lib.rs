@@ -2,4 +2,5 @@
 //! exist and how they behave, and everything done to an object between the wire and the store.
 #![forbid(unsafe_code)]
 
+pub mod protobuf;
 pub mod registry;
