@@ -77,6 +77,15 @@ const SPECIAL: &[(&str, &str)] = &[
 ];
 
 pub fn protobuf(root: &Path, go_binary: &Path) -> anyhow::Result<()> {
+    let output = generate(root, go_binary)?;
+    let path = root.join(OUTPUT);
+    fs::write(&path, output).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+/// The table's source text.
+fn generate(root: &Path, go_binary: &Path) -> anyhow::Result<String> {
     let sources = crate_sources(root)?;
     let pb_src = sources
         .get(K8S_PB)
@@ -136,17 +145,13 @@ pub fn protobuf(root: &Path, go_binary: &Path) -> anyhow::Result<()> {
         ),
         go: file_name(go_binary),
     };
-    let output = render(&model, &names, &zero_rules, &provenance)?;
-    let path = root.join(OUTPUT);
-    fs::write(&path, output).with_context(|| format!("writing {}", path.display()))?;
     eprintln!(
-        "wrote {} ({} messages in {} packages, {} kinds)",
-        path.display(),
+        "{} messages in {} packages, {} kinds",
         model.messages.len(),
         model.packages.len(),
         model.kinds.len()
     );
-    Ok(())
+    render(&model, &names, &zero_rules, &provenance)
 }
 
 /// Source directories of the dependencies, from `cargo metadata`.
@@ -259,14 +264,14 @@ struct PbField {
     doc: String,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Label {
     Optional,
     Repeated,
     Map,
 }
 
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum PbType {
     Scalar(&'static str),
     /// `package/Name` of the message.
@@ -604,7 +609,7 @@ fn fold(name: &str) -> String {
 }
 
 /// Where a field's JSON name came from.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum NameSource {
     /// k8s-openapi's serde impl: the exact name.
     OpenApi,
@@ -896,4 +901,130 @@ fn render(
         "message index overflows u16"
     );
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fold_across_spellings() {
+        assert_eq!(fold("podIP"), fold("pod_ip"));
+        assert_eq!(fold("clusterIPs"), fold("cluster_ips"));
+        assert_eq!(fold("HTTPGetAction"), fold("HttpGetAction"));
+        assert_ne!(fold("hostIPC"), fold("host_ip"));
+    }
+
+    fn field(rust_name: &str, doc: &str) -> PbField {
+        PbField {
+            rust_name: rust_name.into(),
+            tag: 1,
+            label: Label::Optional,
+            ty: PbType::Scalar("String"),
+            doc: doc.into(),
+        }
+    }
+
+    #[test]
+    fn json_names_prefer_k8s_openapi_then_the_doc_comment() {
+        let openapi: BTreeMap<String, String> = [("pod_ip".into(), "podIP".into())].into();
+        assert_eq!(
+            json_name(Some(&openapi), &field("pod_ip", "")).unwrap(),
+            ("podIP".into(), NameSource::OpenApi)
+        );
+        assert_eq!(
+            json_name(None, &field("host_ips", "hostIPs holds the IP addresses\n")).unwrap(),
+            ("hostIPs".into(), NameSource::Doc)
+        );
+        // A doc comment naming the Go field says nothing about the JSON spelling.
+        assert_eq!(
+            json_name(None, &field("pod_ip", "PodIP is the address\n")).unwrap(),
+            ("podIp".into(), NameSource::Derived)
+        );
+    }
+
+    #[test]
+    fn doc_comments_decide_zero_rules_the_go_types_do_not_cover() {
+        assert!(keeps_zero(&field("name", "Name of the container.\n")));
+        assert!(!keeps_zero(&field(
+            "host_ip",
+            "What host IP to bind to.\n+optional\n"
+        )));
+        assert!(keeps_zero(&field(
+            "replicas",
+            "This is a pointer to distinguish between explicit zero and not specified.\n+optional\n"
+        )));
+    }
+
+    #[test]
+    fn prost_paths_resolve_relative_to_their_package() {
+        let ty: Type = syn::parse_str(
+            "::core::option::Option<super::super::super::apimachinery::pkg::apis::meta::v1::ObjectMeta>",
+        )
+        .unwrap();
+        assert_eq!(
+            message_path("api/core/v1", &ty).unwrap(),
+            "apimachinery/pkg/apis/meta/v1/ObjectMeta"
+        );
+        let ty: Type = syn::parse_str(
+            "::prost::alloc::collections::BTreeMap<::prost::alloc::string::String, \
+             super::super::super::apimachinery::pkg::api::resource::Quantity>",
+        )
+        .unwrap();
+        assert_eq!(
+            message_path("api/core/v1", &ty).unwrap(),
+            "apimachinery/pkg/api/resource/Quantity"
+        );
+        let ty: Type = syn::parse_str("::prost::alloc::vec::Vec<Container>").unwrap();
+        assert_eq!(
+            message_path("api/core/v1", &ty).unwrap(),
+            "api/core/v1/Container"
+        );
+    }
+
+    #[test]
+    fn prost_attributes_give_number_label_and_type() {
+        let item: syn::ItemStruct = syn::parse_str(
+            r#"struct S {
+                /// +optional
+                #[prost(int32, repeated, packed = "false", tag = "3")]
+                pub values: Vec<i32>,
+                #[prost(btree_map = "string, bytes", tag = "2")]
+                pub binary_data: BTreeMap<String, Vec<u8>>,
+                #[prost(message, optional, boxed, tag = "7")]
+                pub r#type: Option<Box<Foo>>,
+            }"#,
+        )
+        .unwrap();
+        let fields: Vec<PbField> = item
+            .fields
+            .iter()
+            .map(|f| parse_field("api/core/v1", f).unwrap())
+            .collect();
+        assert_eq!((fields[0].tag, fields[0].label), (3, Label::Repeated));
+        assert!(fields[0].ty == PbType::Scalar("Int32"));
+        assert_eq!(fields[0].doc, "+optional\n");
+        assert_eq!((fields[1].tag, fields[1].label), (2, Label::Map));
+        assert!(fields[1].ty == PbType::Scalar("Bytes"));
+        assert_eq!(fields[2].rust_name, "type");
+        assert!(fields[2].ty == PbType::Message("api/core/v1/Foo".into()));
+    }
+
+    /// The committed table is what the generator writes today. Needs the kubectl binary the
+    /// machine image ships; says so and passes where it is missing.
+    #[test]
+    fn the_committed_table_is_up_to_date() {
+        let go_binary = Path::new(DEFAULT_GO_BINARY);
+        if !go_binary.exists() {
+            eprintln!("skipped: {DEFAULT_GO_BINARY} is not on this machine");
+            return;
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let fresh = generate(root, go_binary).unwrap();
+        let committed = fs::read_to_string(root.join(OUTPUT)).unwrap();
+        assert!(
+            fresh == committed,
+            "{OUTPUT} is stale: run `cargo xtask codegen protobuf`"
+        );
+    }
 }

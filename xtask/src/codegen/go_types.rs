@@ -230,3 +230,46 @@ fn parse_tag(tag: &str, pointer: bool) -> Option<GoField> {
         pointer,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn struct_tags_say_omitempty_and_the_proto_field() {
+        let f = parse_tag(
+            r#"json:"replicas,omitempty" protobuf:"varint,1,opt,name=replicas""#,
+            true,
+        )
+        .unwrap();
+        assert_eq!((f.number, f.proto_name.as_str()), (1, "replicas"));
+        assert!(f.omitempty && f.pointer);
+        let f = parse_tag(
+            r#"json:"ports,omitempty" patchStrategy:"merge" patchMergeKey:"containerPort" protobuf:"bytes,6,rep,name=ports""#,
+            false,
+        )
+        .unwrap();
+        assert_eq!((f.number, f.proto_name.as_str()), (6, "ports"));
+        let f = parse_tag(
+            r#"json:"allowed" protobuf:"varint,1,opt,name=allowed""#,
+            false,
+        )
+        .unwrap();
+        assert!(!f.omitempty);
+        assert!(parse_tag(r#"json:",inline""#, false).is_none());
+    }
+
+    #[test]
+    fn name_records_are_found_by_their_tag() {
+        // flags (exported | has tag), len, "Replicas", tag len, tag.
+        let tag = br#"json:"replicas,omitempty" protobuf:"varint,1,opt,name=replicas""#;
+        let mut data = vec![0xff, 0x03, 8];
+        data.extend(b"Replicas");
+        data.push(u8::try_from(tag.len()).unwrap());
+        data.extend(tag);
+        let inside = data.len() - 10;
+        assert_eq!(name_record(&data, 1, inside).unwrap().as_bytes(), tag);
+        assert!(name_record(&data, 0, inside).is_none());
+        assert!(name_record(&data, 1, 2).is_none());
+    }
+}
