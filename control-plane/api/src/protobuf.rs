@@ -116,7 +116,7 @@ fn decode_body(body: &[u8], depth: usize) -> Result<Value, ProtobufError> {
             kind: envelope.kind.clone(),
         }
     })?;
-    let mut object = decode::message_at_depth(body, envelope.raw, id, depth)?;
+    let mut object = decode::message(body, envelope.raw, id, depth)?;
     if let Value::Object(map) = &mut object {
         map.insert("apiVersion".into(), envelope.api_version.into());
         map.insert("kind".into(), envelope.kind.into());

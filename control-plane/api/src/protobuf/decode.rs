@@ -48,7 +48,9 @@ impl<'a> Reader<'a> {
         Self {
             body,
             pos: range.start,
-            end: range.end,
+            // Ranges come from length prefixes already checked against their parent; clamping
+            // keeps a bad one an error rather than an out-of-bounds slice.
+            end: range.end.min(body.len()),
             message,
         }
     }
@@ -120,8 +122,8 @@ impl<'a> Reader<'a> {
         Ok((number, wire, at))
     }
 
-    /// Skips a field this schema does not know (newer servers' fields, or fields of other
-    /// versions): protobuf is forward compatible by design.
+    /// Skips a field this schema does not know (one added in a newer Kubernetes version):
+    /// protobuf is forward compatible by design.
     fn skip(
         &mut self,
         number: u32,
@@ -233,14 +235,8 @@ pub(super) fn envelope(body: &[u8], range: Range<usize>) -> Result<Envelope, Pro
     Ok(out)
 }
 
-/// Decodes `range` of `body` as message `id`.
-#[cfg(test)]
-pub(super) fn message(body: &[u8], range: Range<usize>, id: u16) -> Result<Value, ProtobufError> {
-    decode_message(body, range, id, 0)
-}
-
 /// Decodes `range` of `body` as message `id`, `depth` levels into the request.
-pub(super) fn message_at_depth(
+pub(super) fn message(
     body: &[u8],
     range: Range<usize>,
     id: u16,

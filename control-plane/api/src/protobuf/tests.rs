@@ -803,16 +803,16 @@ fn unknown_fields_are_skipped_and_packed_lists_accepted() {
     raw.extend([0x9b, 0x06, 0x08, 0x01, 0x9c, 0x06]);
     raw.extend([0x9d, 0x06, 1, 2, 3, 4]);
     let id = schema::find_message("k8s.io.api.apps.v1.DeploymentSpec").unwrap();
-    let json = decode::message(&raw, 0..raw.len(), id).unwrap();
+    let json = decode::message(&raw, 0..raw.len(), id, 0).unwrap();
     assert_eq!(json, json!({"replicas": 3}));
 
-    // ContainerStateTerminated has no lists; HTTPGetAction neither: use a packed list of
-    // int32 (ContainerRestartRuleOnExitCodes.values, proto2 unpacked by Kubernetes).
+    // A repeated int32 (ContainerRestartRuleOnExitCodes.values): Go writes proto2 lists
+    // unpacked, other encoders may pack them.
     let id = schema::find_message("k8s.io.api.core.v1.ContainerRestartRuleOnExitCodes").unwrap();
     let packed = [0x12, 0x03, 0x01, 0x02, 0x7f];
     let unpacked = [0x10, 0x01, 0x10, 0x02, 0x10, 0x7f];
     for raw in [&packed[..], &unpacked[..]] {
-        let json = decode::message(raw, 0..raw.len(), id).unwrap();
+        let json = decode::message(raw, 0..raw.len(), id, 0).unwrap();
         assert_eq!(json["values"], json!([1, 2, 127]));
     }
 }
@@ -826,7 +826,7 @@ fn negative_int32_and_int64() {
         ..Default::default()
     };
     let raw = pod.encode_to_vec();
-    let json = decode::message(&raw, 0..raw.len(), id).unwrap();
+    let json = decode::message(&raw, 0..raw.len(), id, 0).unwrap();
     assert_eq!(json["priority"], json!(-5));
     assert_eq!(json["activeDeadlineSeconds"], json!(-7));
 }
@@ -892,7 +892,7 @@ fn errors_name_the_offset_and_the_message() {
     // Namespace.metadata (field 1) claims 50 bytes but the body ends first.
     let id = schema::find_message("k8s.io.api.core.v1.Namespace").unwrap();
     let raw = [0x0a, 50, 0x0a, 0x01, b'x'];
-    let err = decode::message(&raw, 0..raw.len(), id).unwrap_err();
+    let err = decode::message(&raw, 0..raw.len(), id, 0).unwrap_err();
     assert!(
         matches!(
             err,
@@ -906,7 +906,7 @@ fn errors_name_the_offset_and_the_message() {
     );
     // ObjectMeta.name (field 1) sent as a varint.
     let raw = [0x0a, 0x02, 0x08, 0x01];
-    let err = decode::message(&raw, 0..raw.len(), id).unwrap_err();
+    let err = decode::message(&raw, 0..raw.len(), id, 0).unwrap_err();
     assert!(
         matches!(
             err,
@@ -956,7 +956,7 @@ fn hostile_nesting_is_an_error_not_a_stack_overflow() {
     let mut raw = Vec::new();
     raw.extend(std::iter::repeat_n(0x9b_u8, 10_000).flat_map(|b| [b, 0x06]));
     raw.extend(std::iter::repeat_n(0x9c_u8, 10_000).flat_map(|b| [b, 0x06]));
-    let err = decode::message(&raw, 0..raw.len(), id).unwrap_err();
+    let err = decode::message(&raw, 0..raw.len(), id, 0).unwrap_err();
     assert!(
         matches!(
             err,
@@ -1022,7 +1022,7 @@ fn random_truncated_and_mutated_bodies_never_panic() {
         let _ = decode_request(&bytes);
         // And as any message of the table.
         let id = (noise.next() % MESSAGES.len() as u64) as u16;
-        let _ = decode::message(&bytes, 4..bytes.len(), id);
+        let _ = decode::message(&bytes, 4..bytes.len(), id, 0);
     }
 }
 
@@ -1224,8 +1224,8 @@ where
         .unwrap_or_else(|e| panic!("k8s-pb rejects the table's {kind}: {e}"))
         .encode_to_vec();
     assert_eq!(
-        decode::message(&reencoded, 0..reencoded.len(), id).unwrap(),
-        decode::message(&raw, 0..raw.len(), id).unwrap(),
+        decode::message(&reencoded, 0..reencoded.len(), id, 0).unwrap(),
+        decode::message(&raw, 0..raw.len(), id, 0).unwrap(),
         "{kind}: k8s-pb drops or changes fields of the table"
     );
 }
