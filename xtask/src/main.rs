@@ -1,6 +1,7 @@
-//! xtask: skiff's developer commands (`cargo xtask setup | test | up`).
+//! xtask: skiff's developer commands (`cargo xtask setup | test | up | codegen`).
 #![forbid(unsafe_code)]
 
+mod codegen;
 mod setup;
 
 use std::{
@@ -37,6 +38,22 @@ enum Cmd {
     },
     /// Build skiff and run a sandboxed single-node cluster (Ctrl-C stops it and cleans up).
     Up,
+    /// Regenerate committed generated sources.
+    Codegen {
+        #[command(subcommand)]
+        target: CodegenTarget,
+    },
+}
+
+#[derive(Subcommand)]
+enum CodegenTarget {
+    /// skiff-api's protobuf field table (control-plane/api/src/protobuf/table.rs), from the
+    /// k8s-pb and k8s-openapi sources and the Go types in a kubectl binary.
+    Protobuf {
+        /// A kubectl (any Go binary linking k8s.io/api) to read Go field types from.
+        #[arg(long, default_value = codegen::DEFAULT_GO_BINARY)]
+        go_binary: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,6 +73,9 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             up(&root)
         }
+        Cmd::Codegen {
+            target: CodegenTarget::Protobuf { go_binary },
+        } => codegen::protobuf(&root, &go_binary),
     }
 }
 

@@ -7,4 +7,5 @@ pub mod convert;
 pub mod extensions;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod registry;
