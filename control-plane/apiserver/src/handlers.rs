@@ -80,7 +80,7 @@ async fn dispatch<S: Store>(
     let params = Params(query.into_iter().collect());
     let user = user.map(|Extension(u)| u);
     let path = uri.path().trim_end_matches('/');
-    let result = match non_resource(&api, &method, path, &headers) {
+    let result = match non_resource(&api, &method, path, &params, &headers) {
         Some(r) => r,
         None => match paths::parse(path) {
             Ok(Some(target)) => {
@@ -106,6 +106,7 @@ fn non_resource<S: Store>(
     api: &Api<S>,
     method: &Method,
     path: &str,
+    params: &Params,
     headers: &HeaderMap,
 ) -> Option<ApiResult<Response>> {
     if method != Method::GET && method != Method::HEAD {
@@ -131,6 +132,10 @@ fn non_resource<S: Store>(
         "/api" => discovery_doc(true),
         "/apis" => discovery_doc(false),
         "/api/v1" => ok(&discovery::api_resource_list("", "v1")?),
+        "/openapi/v3" => ok(&skiff_api::openapi::v3_index(
+            skiff_api::openapi::content_hash,
+        )),
+        _ if path.starts_with("/openapi/v3/") => openapi_document(path, params, headers),
         _ => {
             let rest = path.strip_prefix("/apis/")?;
             match rest.split('/').collect::<Vec<_>>().as_slice() {
@@ -144,6 +149,45 @@ fn non_resource<S: Store>(
             }
         }
     })
+}
+
+/// One group version's OpenAPI v3 document. kubectl fetches it by its hashed URL and
+/// revalidates with If-None-Match, so hashed URLs are immutable and answer 304 when unchanged.
+fn openapi_document(path: &str, params: &Params, headers: &HeaderMap) -> ApiResult<Response> {
+    let gv = path.trim_start_matches("/openapi/v3/");
+    let (group, version) = match gv.split('/').collect::<Vec<_>>().as_slice() {
+        ["api", version] => ("", *version),
+        ["apis", group, version] => (*group, *version),
+        _ => return Err(ApiError::no_route(path)),
+    };
+    let doc = skiff_api::openapi::cached(group, version).ok_or_else(|| ApiError::no_route(path))?;
+    let etag = format!("\"{}\"", doc.hash);
+    let cache = if params.get("hash") == Some(doc.hash.as_str()) {
+        "public, immutable"
+    } else {
+        "no-cache, private"
+    };
+    let unchanged = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let mut response = if unchanged {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut r = Response::new(Body::from(doc.json.clone()));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r
+    };
+    let h = response.headers_mut();
+    h.insert(
+        header::ETAG,
+        HeaderValue::from_str(&etag).map_err(|e| ApiError::internal(e.to_string()))?,
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    Ok(response)
 }
 
 async fn resource<S: Store>(
@@ -519,6 +563,23 @@ fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
     response
 }
 
+/// Who a write's managedFields entry is for: `fieldManager`, else the client's user agent
+/// (its program name, as kube-apiserver takes it).
+fn field_manager(params: &Params, headers: &HeaderMap) -> String {
+    params.get("fieldManager").map_or_else(
+        || {
+            headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|ua| ua.split('/').next())
+                .filter(|m| !m.is_empty())
+                .unwrap_or("unknown")
+                .to_owned()
+        },
+        str::to_owned,
+    )
+}
+
 async fn create<S: Store>(
     api: &Api<S>,
     target: &Target,
@@ -526,8 +587,20 @@ async fn create<S: Store>(
     headers: &HeaderMap,
     body: &[u8],
 ) -> ApiResult<Response> {
-    let r = target.resource;
     let mut obj = body_object(target, headers, body)?;
+    let manager = field_manager(params, headers);
+    obj = machinery::record_update(None, &obj, &manager);
+    create_object(api, target, params, obj).await
+}
+
+/// Creates `obj` (decoded, type-checked, with its managedFields already recorded).
+async fn create_object<S: Store>(
+    api: &Api<S>,
+    target: &Target,
+    params: &Params,
+    mut obj: Value,
+) -> ApiResult<Response> {
+    let r = target.resource;
     let meta = objects::meta_mut(&mut obj)?;
     let name = match (
         meta.get("name").and_then(Value::as_str),
@@ -762,6 +835,7 @@ async fn update<S: Store>(
         new = old.clone();
         new["spec"]["finalizers"] = finalizers;
     }
+    new = machinery::record_update(Some(&old), &new, &field_manager(params, headers));
     let warnings = field_validation(r, &new, params)?;
     let stored = write(api, target, params, &old, revision, new).await?;
     let out = if target.subresource.as_deref() == Some("scale") {
@@ -785,7 +859,7 @@ async fn patch<S: Store>(
     let r = target.resource;
     let name = name_of(target);
     let content_type = negotiate::content_type(headers);
-    let manager = params.get("fieldManager").unwrap_or("unknown");
+    let manager = field_manager(params, headers);
     let force = params.flag("force");
     // Retried on conflict: a patch applies to whatever is current, as kube-apiserver does.
     for _ in 0..8 {
@@ -796,7 +870,10 @@ async fn patch<S: Store>(
                     && content_type == "application/apply-patch+yaml"
                     && target.subresource.is_none() =>
             {
-                return create(api, target, params, headers, body).await;
+                // Applying to nothing creates the object, with the applier owning every field.
+                let applied = body_object(target, headers, body)?;
+                let obj = machinery::apply(r, None, &applied, &manager, force)?;
+                return create_object(api, target, params, obj).await;
             }
             Err(e) => return Err(e),
         };
@@ -804,7 +881,18 @@ async fn patch<S: Store>(
             Some("scale") => scale_of(&old),
             _ => old.clone(),
         };
-        let mut new = machinery::patch(r, &content_type, &base, body, manager, force)?;
+        let mut new = machinery::patch(
+            r,
+            target.subresource.as_deref(),
+            &content_type,
+            &base,
+            body,
+            &manager,
+            force,
+        )?;
+        if content_type != "application/apply-patch+yaml" {
+            new = machinery::record_update(Some(&base), &new, &manager);
+        }
         if target.subresource.as_deref() == Some("scale") {
             let replicas = new["spec"]["replicas"].clone();
             new = old.clone();

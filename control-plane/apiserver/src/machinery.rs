@@ -123,43 +123,114 @@ pub fn table(_resource: &Resource, items: &[Value], list_metadata: Value, versio
     })
 }
 
-/// Decodes a request body by its media type.
+/// Decodes a request body by its media type: JSON, Kubernetes protobuf (what kubectl 1.32+
+/// sends for typed commands), or an apply configuration (JSON or YAML).
 pub fn decode_body(content_type: &str, body: &[u8]) -> ApiResult<Value> {
+    if skiff_api::protobuf::is_protobuf(content_type) {
+        return skiff_api::protobuf::decode_request(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the protobuf request body could not be decoded: {e}"
+            ))
+        });
+    }
     match content_type {
-        "application/json" | "" | "*/*" | "application/apply-patch+yaml" => {
-            serde_json::from_slice(body).map_err(|e| {
-                ApiError::bad_request(format!("the request body is not valid JSON: {e}"))
-            })
+        "application/json" | "" | "*/*" => serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}"))),
+        "application/apply-patch+yaml" | "application/yaml" => {
+            skiff_api::apply::parse_apply_body(body)
+                .map_err(|e| ApiError::bad_request(e.to_string()))
         }
         other => Err(ApiError::unsupported_media_type(other)),
     }
 }
 
-/// Applies a PATCH body of `content_type` to `live`.
+/// The (group, version, kind) a patch to `resource` (or its `subresource`) is computed in.
+fn patch_kind<'a>(
+    resource: &'a Resource,
+    subresource: Option<&str>,
+) -> (&'a str, &'a str, &'a str) {
+    match subresource.and_then(|s| resource.subresource(s)) {
+        Some(sub) if sub.kind == "Scale" => (sub.group, sub.version, sub.kind),
+        _ => (resource.group, resource.version, resource.kind),
+    }
+}
+
+fn patch_error(e: skiff_api::patch::PatchError) -> ApiError {
+    use skiff_api::patch::PatchError as P;
+    match e {
+        P::UnsupportedKind { .. } => {
+            ApiError::unsupported_media_type("application/strategic-merge-patch+json")
+        }
+        P::JsonPatch { message } => ApiError::new(
+            422,
+            "Invalid",
+            format!("the JSON patch could not be applied: {message}"),
+        ),
+        other => ApiError::bad_request(other.to_string()),
+    }
+}
+
+/// Applies a PATCH body of `content_type` to `live` (an object of `resource`, or the view of
+/// its `subresource`). Server-side apply records `manager`'s ownership; its conflicts are 409s.
 pub fn patch(
-    _resource: &Resource,
+    resource: &Resource,
+    subresource: Option<&str>,
     content_type: &str,
     live: &Value,
     body: &[u8],
-    _manager: &str,
-    _force: bool,
+    manager: &str,
+    force: bool,
 ) -> ApiResult<Value> {
-    let mut target = live.clone();
+    let parse = || -> ApiResult<Value> {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))
+    };
+    let kind = patch_kind(resource, subresource);
     match content_type {
-        "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
-            let patch: Value = serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
-            json_patch::merge(&mut target, &patch);
-            Ok(target)
+        "application/merge-patch+json" => {
+            skiff_api::patch::merge_patch(live, &parse()?).map_err(patch_error)
         }
         "application/json-patch+json" => {
-            let patch: json_patch::Patch = serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-            json_patch::patch(&mut target, &patch).map_err(|e| {
-                ApiError::new(422, "Invalid", format!("the JSON patch failed: {e}"))
-            })?;
-            Ok(target)
+            skiff_api::patch::json_patch(live, &parse()?).map_err(patch_error)
+        }
+        "application/strategic-merge-patch+json" => {
+            skiff_api::patch::strategic_merge_patch(kind, live, &parse()?).map_err(patch_error)
+        }
+        "application/apply-patch+yaml" => {
+            let applied = skiff_api::apply::parse_apply_body(body)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            apply(resource, Some(live), &applied, manager, force)
         }
         other => Err(ApiError::unsupported_media_type(other)),
     }
+}
+
+/// Server-side apply of `applied` over `live` (`None`: the object is created).
+pub fn apply(
+    resource: &Resource,
+    live: Option<&Value>,
+    applied: &Value,
+    manager: &str,
+    force: bool,
+) -> ApiResult<Value> {
+    use skiff_api::apply::ApplyError as A;
+    let kind = (resource.group, resource.version, resource.kind);
+    skiff_api::apply::server_side_apply(live, applied, manager, force, kind).map_err(|e| match e {
+        A::Conflict { ref causes } => {
+            let details = json!({
+                "name": applied["metadata"]["name"],
+                "group": resource.group,
+                "kind": resource.plural,
+                "causes": causes.iter().map(skiff_api::apply::ConflictCause::to_status_cause).collect::<Vec<_>>(),
+            });
+            ApiError::new(409, "Conflict", e.to_string()).with_details(details)
+        }
+        A::InvalidBody { .. } => ApiError::bad_request(e.to_string()),
+        A::Invalid { .. } => ApiError::new(422, "Invalid", e.to_string()),
+    })
+}
+
+/// Records a non-apply write by `manager` in `metadata.managedFields`.
+pub fn record_update(old: Option<&Value>, new: &Value, manager: &str) -> Value {
+    skiff_api::apply::record_update(old, new, manager, skiff_api::apply::UPDATE)
 }
