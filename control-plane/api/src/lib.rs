@@ -2,4 +2,8 @@
 //! exist and how they behave, and everything done to an object between the wire and the store.
 #![forbid(unsafe_code)]
 
+pub mod defaults;
 pub mod registry;
+pub mod selector;
+pub mod table;
+pub mod validation;
