@@ -4,8 +4,12 @@
 
 pub mod apply;
 pub mod convert;
+pub mod defaults;
 pub mod extensions;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
 pub mod registry;
+pub mod selector;
+pub mod table;
+pub mod validation;
