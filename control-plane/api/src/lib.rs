@@ -2,5 +2,6 @@
 //! exist and how they behave, and everything done to an object between the wire and the store.
 #![forbid(unsafe_code)]
 
+pub mod authz;
 pub mod convert;
 pub mod registry;
