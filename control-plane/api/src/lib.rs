@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apply;
+pub mod authz;
 pub mod convert;
 pub mod defaults;
 pub mod extensions;
