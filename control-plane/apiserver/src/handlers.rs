@@ -295,7 +295,8 @@ fn output<S>(
             std::slice::from_ref(obj),
             json!({"resourceVersion": obj["metadata"]["resourceVersion"]}),
             v,
-        )),
+            None,
+        )?),
         None => ok(obj),
     }
 }
@@ -367,7 +368,7 @@ async fn list<S: Store>(
 ) -> ApiResult<Response> {
     let r = target.resource;
     let ns = namespace_of(target)?;
-    let selectors = Selectors::parse(params.get("labelSelector"), params.get("fieldSelector"))?;
+    let selectors = Selectors::parse(r, params.get("labelSelector"), params.get("fieldSelector"))?;
     let limit: Option<usize> = params
         .get("limit")
         .map(|l| {
@@ -435,7 +436,13 @@ async fn list<S: Store>(
         }
     }
     if let Some(v) = negotiate::table_version(headers) {
-        return ok(&machinery::table(r, &items, metadata, v));
+        return ok(&machinery::table(
+            r,
+            &items,
+            metadata,
+            v,
+            params.get("includeObject"),
+        )?);
     }
     ok(&json!({
         "kind": format!("{}List", r.kind),
@@ -619,10 +626,8 @@ async fn create_object<S: Store>(
         }
     };
     meta.insert("name".into(), json!(name));
-    meta.insert("uid".into(), json!(objects::new_uid()));
-    meta.insert("creationTimestamp".into(), json!(objects::now()));
-    meta.insert("generation".into(), json!(1));
     for field in [
+        "uid",
         "resourceVersion",
         "deletionTimestamp",
         "deletionGracePeriodSeconds",
@@ -635,12 +640,20 @@ async fn create_object<S: Store>(
         .and_then(Value::as_str)
         .map(str::to_owned);
     check_namespace(api, r, ns.as_deref(), &name).await?;
+    // Before the uid: a new Namespace's `kubernetes` finalizer is added only while it has none.
     machinery::apply_defaults(r, &mut obj);
-    machinery::validate(r, &obj, None)?;
+    let meta = objects::meta_mut(&mut obj)?;
+    meta.insert("uid".into(), json!(objects::new_uid()));
+    meta.insert("creationTimestamp".into(), json!(objects::now()));
+    meta.insert("generation".into(), json!(1));
     let warnings = field_validation(r, &obj, params)?;
+    machinery::validate(r, &obj, None)?;
     let owner = format!("{}/{name}", ns.as_deref().unwrap_or_default());
     let held = if r.kind == "Service" && r.group.is_empty() {
-        Some(api.alloc.assign(&*api.store, &mut obj, &owner).await?)
+        let held = api.alloc.assign(&*api.store, &mut obj, &owner).await?;
+        // The IP families follow from the address just allocated.
+        machinery::apply_defaults(r, &mut obj);
+        Some(held)
     } else {
         None
     };
@@ -1054,7 +1067,7 @@ async fn delete_collection<S: Store>(
 ) -> ApiResult<Response> {
     let r = target.resource;
     let opts = delete_options(params, body)?;
-    let selectors = Selectors::parse(params.get("labelSelector"), params.get("fieldSelector"))?;
+    let selectors = Selectors::parse(r, params.get("labelSelector"), params.get("fieldSelector"))?;
     let prefix = objects::list_prefix(r, namespace_of(target)?);
     let page = api
         .store
@@ -1250,7 +1263,7 @@ async fn watch<S: Store>(
 ) -> ApiResult<Response> {
     let r = target.resource;
     let ns = namespace_of(target)?;
-    let selectors = Selectors::parse(params.get("labelSelector"), params.get("fieldSelector"))?;
+    let selectors = Selectors::parse(r, params.get("labelSelector"), params.get("fieldSelector"))?;
     let table = negotiate::table_version(headers);
     let bookmarks = params.flag("allowWatchBookmarks");
     let timeout = params
@@ -1260,11 +1273,19 @@ async fn watch<S: Store>(
     let namespace_prefix = objects::list_prefix(r, ns);
     let initial_events = params.flag("sendInitialEvents");
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(256);
+    let include = params.get("includeObject").map(str::to_owned);
     let encode_row = {
         let version = table;
         move |obj: &Value| -> Value {
             match version {
-                Some(v) => machinery::table(r, std::slice::from_ref(obj), json!({}), v),
+                Some(v) => machinery::table(
+                    r,
+                    std::slice::from_ref(obj),
+                    json!({}),
+                    v,
+                    include.as_deref(),
+                )
+                .unwrap_or_else(|e| e.status()),
                 None => obj.clone(),
             }
         }

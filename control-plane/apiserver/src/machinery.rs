@@ -2,125 +2,105 @@
 //! validation, selectors, tables, body decoding, patches), so request handling reads the same
 //! whichever implementation stands behind each step.
 
-use std::collections::BTreeMap;
-
 use serde_json::{Value, json};
 use skiff_api::registry::Resource;
 
 use crate::errors::{ApiError, ApiResult};
 
 /// Defaults a new or updated object as Kubernetes would.
-pub fn apply_defaults(_resource: &Resource, _obj: &mut Value) {}
+pub fn apply_defaults(resource: &Resource, obj: &mut Value) {
+    skiff_api::defaults::apply_defaults(resource, obj);
+}
 
-/// Validates an object (and, on update, the change from `old`).
-pub fn validate(_resource: &Resource, _obj: &Value, _old: Option<&Value>) -> ApiResult<()> {
-    Ok(())
+/// Validates an object (and, on update, the change from `old`): 422 with field causes.
+pub fn validate(resource: &Resource, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
+    skiff_api::validation::validate(resource, obj, old).map_err(|causes| {
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        let details = json!({
+            "name": name,
+            "group": resource.group,
+            "kind": resource.kind,
+            "causes": causes,
+        });
+        ApiError::new(
+            422,
+            "Invalid",
+            skiff_api::validation::invalid_message(resource, name, &causes),
+        )
+        .with_details(details)
+    })
 }
 
 /// Fields of `obj` its kind does not have, for fieldValidation=Strict|Warn.
-pub fn unknown_fields(_resource: &Resource, _obj: &Value) -> Vec<String> {
-    Vec::new()
+pub fn unknown_fields(resource: &Resource, obj: &Value) -> Vec<String> {
+    skiff_api::validation::unknown_fields(resource, obj)
 }
 
 /// A parsed `labelSelector` + `fieldSelector`.
 #[derive(Debug, Default, Clone)]
 pub struct Selectors {
-    labels: Vec<(String, Option<String>, bool)>,
-    fields: Vec<(String, String, bool)>,
+    labels: Option<skiff_api::selector::LabelSelector>,
+    fields: Option<skiff_api::selector::FieldSelector>,
 }
 
 impl Selectors {
-    pub fn parse(label: Option<&str>, field: Option<&str>) -> ApiResult<Self> {
-        let mut s = Self::default();
-        for term in label
-            .unwrap_or_default()
-            .split(',')
-            .filter(|t| !t.is_empty())
-        {
-            let (key, value, equal) = if let Some((k, v)) = term.split_once("!=") {
-                (k, Some(v), false)
-            } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
-                (k, Some(v), true)
-            } else if let Some(k) = term.strip_prefix('!') {
-                (k, None, false)
-            } else {
-                (term, None, true)
-            };
-            s.labels.push((
-                key.trim().to_owned(),
-                value.map(|v| v.trim().to_owned()),
-                equal,
-            ));
-        }
-        for term in field
-            .unwrap_or_default()
-            .split(',')
-            .filter(|t| !t.is_empty())
-        {
-            let (key, value, equal) = if let Some((k, v)) = term.split_once("!=") {
-                (k, v, false)
-            } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
-                (k, v, true)
-            } else {
-                return Err(ApiError::bad_request(format!(
-                    "invalid field selector {term:?}"
-                )));
-            };
-            s.fields
-                .push((key.trim().to_owned(), value.trim().to_owned(), equal));
-        }
-        Ok(s)
+    /// Parses both selectors; a field the resource cannot select by is a 400, as upstream.
+    pub fn parse(resource: &Resource, label: Option<&str>, field: Option<&str>) -> ApiResult<Self> {
+        let labels = label
+            .map(|l| {
+                skiff_api::selector::LabelSelector::parse(l)
+                    .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))
+            })
+            .transpose()?;
+        let fields = field
+            .map(|f| {
+                skiff_api::selector::FieldSelector::parse_for(resource, f)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))
+            })
+            .transpose()?;
+        Ok(Self { labels, fields })
     }
 
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.labels.is_empty() && self.fields.is_empty()
+        self.labels.is_none() && self.fields.is_none()
     }
 
     #[must_use]
-    pub fn matches(&self, _resource: &Resource, obj: &Value) -> bool {
-        let labels: BTreeMap<String, String> = crate::objects::labels(obj);
-        let labels_ok = self.labels.iter().all(|(k, v, equal)| match v {
-            Some(v) => (labels.get(k) == Some(v)) == *equal,
-            None => labels.contains_key(k) == *equal,
-        });
-        labels_ok
-            && self.fields.iter().all(|(path, v, equal)| {
-                let mut cur = obj;
-                for part in path.split('.') {
-                    cur = cur.get(part).unwrap_or(&Value::Null);
-                }
-                let actual = match cur {
-                    Value::String(s) => s.clone(),
-                    Value::Null => String::new(),
-                    other => other.to_string(),
-                };
-                (actual == *v) == *equal
-            })
+    pub fn matches(&self, resource: &Resource, obj: &Value) -> bool {
+        self.labels.as_ref().is_none_or(|l| l.matches_object(obj))
+            && self
+                .fields
+                .as_ref()
+                .is_none_or(|f| f.matches(resource, obj))
     }
 }
 
-/// A meta.k8s.io Table of `items`.
-pub fn table(_resource: &Resource, items: &[Value], list_metadata: Value, version: &str) -> Value {
-    let rows: Vec<Value> = items
-        .iter()
-        .map(|o| {
-            json!({
-                "cells": [o["metadata"]["name"].clone(), o["metadata"]["creationTimestamp"].clone()],
-                "object": {"kind": "PartialObjectMetadata", "apiVersion": format!("meta.k8s.io/{version}"), "metadata": o["metadata"].clone()},
-            })
-        })
-        .collect();
-    json!({
-        "kind": "Table",
-        "apiVersion": format!("meta.k8s.io/{version}"),
-        "metadata": list_metadata,
-        "columnDefinitions": [
-            {"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0},
-            {"name": "Created At", "type": "date", "format": "", "description": "Creation timestamp", "priority": 0},
-        ],
-        "rows": rows,
-    })
+/// A meta.k8s.io Table (`version` v1 or v1beta1) of `items`, with the row objects the client
+/// asked for (`includeObject`).
+pub fn table(
+    resource: &Resource,
+    items: &[Value],
+    list_metadata: Value,
+    version: &str,
+    include_object: Option<&str>,
+) -> ApiResult<Value> {
+    let options = skiff_api::table::TableOptions {
+        include_object: include_object
+            .and_then(skiff_api::table::IncludeObject::parse)
+            .unwrap_or_default(),
+        no_headers: false,
+    };
+    let mut table = skiff_api::table::to_table_with(
+        resource,
+        items,
+        list_metadata,
+        skiff_api::table::now(),
+        options,
+    )
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    table["apiVersion"] = json!(format!("meta.k8s.io/{version}"));
+    Ok(table)
 }
 
 /// Decodes a request body by its media type: JSON, Kubernetes protobuf (what kubectl 1.32+

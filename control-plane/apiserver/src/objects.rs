@@ -89,20 +89,6 @@ pub fn resource_version(obj: &Value) -> ApiResult<Option<Revision>> {
     }
 }
 
-/// Labels of an object as a map of strings.
-#[must_use]
-pub fn labels(obj: &Value) -> std::collections::BTreeMap<String, String> {
-    obj.get("metadata")
-        .and_then(|m| m.get("labels"))
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
