@@ -242,6 +242,32 @@ fn workflow(minor: u32) {
     );
     cp.ok(&["get", "pods", "-o", "wide", "--all-namespaces"]);
 
+    // Watching: `get -w` prints the change as it happens.
+    let mut watch = cp.kubectl(&["get", "configmaps", "-w"]);
+    watch.stdout(std::process::Stdio::piped());
+    let mut watcher = skiff_test_support::ChildGuard::spawn(watch, "kubectl get -w");
+    let stdout = watcher.child().stdout.take().unwrap();
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("watched") {
+                let _ = seen_tx.send(line);
+                return;
+            }
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    cp.ok(&["create", "configmap", "watched", "--from-literal=x=y"]);
+    let line = seen_rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("kubectl get -w printed the new configmap");
+    assert!(line.starts_with("watched"), "{line}");
+    drop(watcher);
+
+    // Rollout history and undo (the API side: revisions are ReplicaSets, undo a JSON patch).
+    rollout(&cp);
+
     // Deleting.
     cp.ok(&["delete", "deployment", "hello", "-n", "demo"]);
     assert!(
@@ -253,6 +279,38 @@ fn workflow(minor: u32) {
         cp.fails(&["get", "namespace", "demo"])
             .contains("not found")
     );
+}
+
+/// Two ReplicaSets of `web` stand for two rollouts; `rollout undo` puts the first template back.
+fn rollout(cp: &ControlPlane) {
+    let web = cp.json(&["get", "deployment", "web"]);
+    let uid = web["metadata"]["uid"].as_str().unwrap().to_owned();
+    for (revision, image, hash) in [("1", "nginx:1.25", "aaaa1111"), ("2", "nginx:1.27", "bbbb2222")] {
+        let rs = serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {
+                "name": format!("web-{hash}"),
+                "labels": {"app": "web", "pod-template-hash": hash},
+                "annotations": {"deployment.kubernetes.io/revision": revision},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": uid, "controller": true}],
+            },
+            "spec": {
+                "replicas": 0,
+                "selector": {"matchLabels": {"app": "web", "pod-template-hash": hash}},
+                "template": {
+                    "metadata": {"labels": {"app": "web", "pod-template-hash": hash}},
+                    "spec": {"containers": [{"name": "nginx", "image": image, "ports": [{"containerPort": 80}]}]},
+                },
+            },
+        });
+        let file = cp.file(&format!("rs-{revision}.json"), &rs.to_string());
+        cp.ok(&["create", "-f", &file]);
+    }
+    let history = cp.ok(&["rollout", "history", "deployment/web"]);
+    assert!(history.contains("REVISION") && history.contains('1') && history.contains('2'), "{history}");
+    cp.ok(&["rollout", "undo", "deployment/web", "--to-revision=1"]);
+    let web = cp.json(&["get", "deployment", "web"]);
+    assert_eq!(web["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:1.25", "undone to revision 1");
 }
 
 #[test]
