@@ -14,35 +14,32 @@ use serde_json::json;
 use crate::{errors::ApiError, serve::PeerCertificate};
 
 /// An authenticated (or anonymous) user, as Kubernetes' `user.Info`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct User {
-    pub name: String,
-    pub uid: String,
-    pub groups: Vec<String>,
+pub use skiff_api::authz::UserInfo as User;
+
+/// The user of a request without credentials.
+#[must_use]
+pub fn anonymous() -> User {
+    User::new("system:anonymous", &["system:unauthenticated"])
 }
 
-impl User {
-    #[must_use]
-    pub fn anonymous() -> Self {
-        Self {
-            name: "system:anonymous".into(),
-            uid: String::new(),
-            groups: vec!["system:unauthenticated".into()],
-        }
+fn authenticated(mut user: User) -> User {
+    if !user.groups.iter().any(|g| g == "system:authenticated") {
+        user.groups.push("system:authenticated".into());
     }
+    user
+}
 
-    fn authenticated(mut self) -> Self {
-        if !self.groups.iter().any(|g| g == "system:authenticated") {
-            self.groups.push("system:authenticated".into());
-        }
-        self
+/// The `userInfo` of reviews.
+#[must_use]
+pub fn user_json(user: &User) -> serde_json::Value {
+    let mut v = json!({"username": user.username, "groups": user.groups});
+    if !user.uid.is_empty() {
+        v["uid"] = json!(user.uid);
     }
-
-    /// The `userInfo` of reviews.
-    #[must_use]
-    pub fn to_json(&self) -> serde_json::Value {
-        json!({"username": self.name, "uid": self.uid, "groups": self.groups})
+    if !user.extra.is_empty() {
+        v["extra"] = json!(user.extra);
     }
+    v
 }
 
 #[derive(Debug, Default, Clone)]
@@ -95,14 +92,10 @@ impl Authenticator {
                         .collect()
                 })
                 .unwrap_or_default();
-            self.tokens.insert(
-                token.to_owned(),
-                User {
-                    name: user.to_owned(),
-                    uid: uid.to_owned(),
-                    groups,
-                },
-            );
+            let mut info = User::new(user, &[]);
+            info.uid = uid.to_owned();
+            info.groups = groups;
+            self.tokens.insert(token.to_owned(), info);
         }
         Ok(self)
     }
@@ -117,7 +110,7 @@ impl Authenticator {
                 .map(str::trim)
                 .ok_or_else(unauthorized)?;
             return match self.tokens.get(token) {
-                Some(user) => Ok(Some(user.clone().authenticated())),
+                Some(user) => Ok(Some(authenticated(user.clone()))),
                 // A presented but unknown token is refused, never downgraded to anonymous.
                 None => Err(unauthorized()),
             };
@@ -125,14 +118,9 @@ impl Authenticator {
         if let Some(PeerCertificate(Some((name, groups)))) =
             request.extensions().get::<PeerCertificate>()
         {
-            return Ok(Some(
-                User {
-                    name: name.clone(),
-                    uid: String::new(),
-                    groups: groups.clone(),
-                }
-                .authenticated(),
-            ));
+            let mut user = User::new(name, &[]);
+            user.groups = groups.clone();
+            return Ok(Some(authenticated(user)));
         }
         Ok(None)
     }
@@ -150,7 +138,7 @@ pub async fn layer(
 ) -> Response {
     let user = match auth.authenticate(&request) {
         Ok(Some(user)) => user,
-        Ok(None) if auth.anonymous => User::anonymous(),
+        Ok(None) if auth.anonymous => anonymous(),
         Ok(None) => return unauthorized().into_response(),
         Err(e) => return e.into_response(),
     };
@@ -184,7 +172,7 @@ mod tests {
             .authenticate(&req(Some("Bearer abc123")))
             .unwrap()
             .unwrap();
-        assert_eq!(alice.name, "alice");
+        assert_eq!(alice.username, "alice");
         assert_eq!(alice.groups, ["dev", "ops", "system:authenticated"]);
         assert!(
             auth.authenticate(&req(Some("Bearer nope"))).is_err(),

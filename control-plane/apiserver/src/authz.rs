@@ -12,23 +12,7 @@ use serde_json::json;
 
 use crate::{authn::User, errors::ApiError, paths};
 
-/// What a request asks to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Attributes {
-    Resource {
-        verb: String,
-        group: String,
-        version: String,
-        resource: String,
-        subresource: String,
-        namespace: String,
-        name: String,
-    },
-    NonResource {
-        verb: String,
-        path: String,
-    },
-}
+pub use skiff_api::authz::{Attributes, forbidden_message};
 
 /// The attributes of a request, as the RBAC rules see it.
 #[must_use]
@@ -69,7 +53,38 @@ pub fn attributes(method: &Method, path: &str, query: Option<&str>) -> Attribute
 /// Decides requests.
 pub trait Authorizer: Send + Sync + 'static {
     /// `Ok(())` to allow; `Err(message)` to refuse with that Forbidden message.
-    fn authorize(&self, user: &User, attrs: &Attributes) -> Result<(), String>;
+    /// `field_selector` is the request's (kubelets may list only their own pods).
+    fn authorize(
+        &self,
+        user: &User,
+        attrs: &Attributes,
+        field_selector: &str,
+    ) -> Result<(), String>;
+
+    /// The user an impersonating request acts as, if `requestor` may impersonate it.
+    fn impersonate(
+        &self,
+        requestor: &User,
+        request: &skiff_api::authz::ImpersonationRequest,
+    ) -> Result<User, ApiError> {
+        let _ = (requestor, request);
+        Err(ApiError::new(
+            403,
+            "Forbidden",
+            "impersonation is not allowed by this server",
+        ))
+    }
+
+    /// Escalation prevention on writes of RBAC objects (Roles, ClusterRoles and their bindings).
+    fn check_rbac_write(
+        &self,
+        user: &User,
+        obj: &serde_json::Value,
+        old: Option<&serde_json::Value>,
+    ) -> Result<(), String> {
+        let _ = (user, obj, old);
+        Ok(())
+    }
 
     /// What `user` may do in `namespace`, as SelfSubjectRulesReview reports it:
     /// (resourceRules, nonResourceRules, incomplete).
@@ -80,59 +95,17 @@ pub trait Authorizer: Send + Sync + 'static {
     ) -> (Vec<serde_json::Value>, Vec<serde_json::Value>, bool);
 }
 
-/// The message kubectl shows for a refusal.
-#[must_use]
-pub fn forbidden_message(user: &User, attrs: &Attributes) -> String {
-    match attrs {
-        Attributes::Resource {
-            verb,
-            group,
-            resource,
-            subresource,
-            namespace,
-            name,
-            ..
-        } => {
-            let qualified = if group.is_empty() {
-                resource.clone()
-            } else {
-                format!("{resource}.{group}")
-            };
-            let target = if name.is_empty() {
-                qualified.clone()
-            } else {
-                format!("{qualified} \"{name}\"")
-            };
-            let what = if subresource.is_empty() {
-                resource.clone()
-            } else {
-                format!("{resource}/{subresource}")
-            };
-            let scope = if namespace.is_empty() {
-                "at the cluster scope".to_owned()
-            } else {
-                format!("in the namespace \"{namespace}\"")
-            };
-            format!(
-                "{target} is forbidden: User \"{}\" cannot {verb} resource \"{what}\" in API group \"{group}\" {scope}",
-                user.name
-            )
-        }
-        Attributes::NonResource { verb, path } => {
-            format!(
-                "forbidden: User \"{}\" cannot {verb} path \"{path}\"",
-                user.name
-            )
-        }
-    }
-}
-
 /// Until RBAC objects are evaluated, only cluster administrators (group system:masters) may
 /// do anything, and everyone may read health and version.
 pub struct MastersOnly;
 
 impl Authorizer for MastersOnly {
-    fn authorize(&self, user: &User, attrs: &Attributes) -> Result<(), String> {
+    fn authorize(
+        &self,
+        user: &User,
+        attrs: &Attributes,
+        _field_selector: &str,
+    ) -> Result<(), String> {
         if user.groups.iter().any(|g| g == "system:masters") {
             return Ok(());
         }
@@ -170,23 +143,66 @@ impl Authorizer for MastersOnly {
     }
 }
 
-/// The authorization layer (after authentication).
+/// The request's `fieldSelector`, percent-decoded ("" when there is none).
+fn field_selector(query: Option<&str>) -> String {
+    let Some(raw) = query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("fieldSelector="))
+    else {
+        return String::new();
+    };
+    let bytes = raw.replace('+', " ").into_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = bytes.get(i + 1..i + 3)
+            && let Ok(x) = u8::from_str_radix(&String::from_utf8_lossy(hex), 16)
+        {
+            out.push(x);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The authorization layer (after authentication): impersonation, then the request itself.
 pub async fn layer(
     State(authz): State<std::sync::Arc<dyn Authorizer>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    let user = request
+    let mut user = request
         .extensions()
         .get::<User>()
         .cloned()
-        .unwrap_or_else(User::anonymous);
+        .unwrap_or_else(crate::authn::anonymous);
+    let headers: Vec<(String, String)> = request
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    if let Some(imp) = skiff_api::authz::ImpersonationRequest::from_headers(
+        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    ) {
+        match authz.impersonate(&user, &imp) {
+            Ok(as_user) => {
+                user = as_user;
+                request.extensions_mut().insert(user.clone());
+            }
+            Err(e) => return e.into_response(),
+        }
+    }
     let attrs = attributes(
         request.method(),
         request.uri().path(),
         request.uri().query(),
     );
-    if let Err(message) = authz.authorize(&user, &attrs) {
+    if let Err(message) = authz.authorize(&user, &attrs, &field_selector(request.uri().query())) {
         let details = match &attrs {
             Attributes::Resource {
                 group,
@@ -238,10 +254,7 @@ mod tests {
 
     #[test]
     fn refusals_read_like_kubectl_expects() {
-        let user = User {
-            name: "system:serviceaccount:default:viewer".into(),
-            ..User::default()
-        };
+        let user = User::service_account("default", "viewer");
         let attrs = attributes(
             &Method::POST,
             "/apis/apps/v1/namespaces/default/deployments",
@@ -251,19 +264,23 @@ mod tests {
             forbidden_message(&user, &attrs),
             "deployments.apps is forbidden: User \"system:serviceaccount:default:viewer\" cannot create resource \"deployments\" in API group \"apps\" in the namespace \"default\""
         );
-        assert!(MastersOnly.authorize(&user, &attrs).is_err());
-        let admin = User {
-            groups: vec!["system:masters".into()],
-            ..User::default()
-        };
-        assert!(MastersOnly.authorize(&admin, &attrs).is_ok());
+        assert!(MastersOnly.authorize(&user, &attrs, "").is_err());
+        let admin = User::new("admin", &["system:masters"]);
+        assert!(MastersOnly.authorize(&admin, &attrs, "").is_ok());
+        let version = attributes(&Method::GET, "/version", None);
         assert!(
             MastersOnly
-                .authorize(
-                    &User::anonymous(),
-                    &attributes(&Method::GET, "/version", None)
-                )
+                .authorize(&crate::authn::anonymous(), &version, "")
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn field_selectors_are_decoded() {
+        assert_eq!(
+            field_selector(Some("limit=5&fieldSelector=spec.nodeName%3Dn1")),
+            "spec.nodeName=n1"
+        );
+        assert_eq!(field_selector(None), "");
     }
 }

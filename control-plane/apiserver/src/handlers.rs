@@ -238,18 +238,18 @@ async fn resource<S: Store>(
         }
         (&Method::POST, None) => {
             verb_allowed("create")?;
-            create(api, &target, params, headers, &body).await
+            create(api, &target, params, headers, user, &body).await
         }
         (&Method::POST, Some(_)) if target.subresource.as_deref() == Some("binding") => {
             bind(api, &target, headers, &body).await
         }
         (&Method::PUT, Some(_)) => {
             verb_allowed("update")?;
-            update(api, &target, params, headers, &body).await
+            update(api, &target, params, headers, user, &body).await
         }
         (&Method::PATCH, Some(_)) => {
             verb_allowed("patch")?;
-            patch(api, &target, params, headers, &body).await
+            patch(api, &target, params, headers, user, &body).await
         }
         (&Method::DELETE, Some(_)) => {
             verb_allowed("delete")?;
@@ -592,12 +592,13 @@ async fn create<S: Store>(
     target: &Target,
     params: &Params,
     headers: &HeaderMap,
+    user: Option<&User>,
     body: &[u8],
 ) -> ApiResult<Response> {
     let mut obj = body_object(target, headers, body)?;
     let manager = field_manager(params, headers);
     obj = machinery::record_update(None, &obj, &manager);
-    create_object(api, target, params, obj).await
+    create_object(api, target, params, user, obj).await
 }
 
 /// Creates `obj` (decoded, type-checked, with its managedFields already recorded).
@@ -605,6 +606,7 @@ async fn create_object<S: Store>(
     api: &Api<S>,
     target: &Target,
     params: &Params,
+    user: Option<&User>,
     mut obj: Value,
 ) -> ApiResult<Response> {
     let r = target.resource;
@@ -648,6 +650,7 @@ async fn create_object<S: Store>(
     meta.insert("generation".into(), json!(1));
     let warnings = field_validation(r, &obj, params)?;
     machinery::validate(r, &obj, None)?;
+    rbac_write_check(api, user, r, &obj, None)?;
     let owner = format!("{}/{name}", ns.as_deref().unwrap_or_default());
     let held = if r.kind == "Service" && r.group.is_empty() {
         let held = api.alloc.assign(&*api.store, &mut obj, &owner).await?;
@@ -683,6 +686,30 @@ async fn create_object<S: Store>(
             Err(ApiError::from_store(e, r, &name))
         }
     }
+}
+
+/// Escalation prevention: a Role or binding may only grant what its writer holds (or may
+/// `escalate`/`bind`).
+fn rbac_write_check<S>(
+    api: &Api<S>,
+    user: Option<&User>,
+    r: &Resource,
+    obj: &Value,
+    old: Option<&Value>,
+) -> ApiResult<()> {
+    let (Some(authz), Some(user)) = (&api.authorizer, user) else {
+        return Ok(());
+    };
+    if r.group != "rbac.authorization.k8s.io" {
+        return Ok(());
+    }
+    authz.check_rbac_write(user, obj, old).map_err(|message| {
+        ApiError::forbidden(
+            r,
+            objects::meta_str(obj, "name").unwrap_or_default(),
+            message,
+        )
+    })
 }
 
 /// Keeps what a write through the main resource may not change (status, when the resource
@@ -724,6 +751,7 @@ async fn write<S: Store>(
     api: &Api<S>,
     target: &Target,
     params: &Params,
+    user: Option<&User>,
     old: &Value,
     revision: Revision,
     mut new: Value,
@@ -758,6 +786,7 @@ async fn write<S: Store>(
         machinery::apply_defaults(r, &mut new);
     }
     machinery::validate(r, &new, Some(old))?;
+    rbac_write_check(api, user, r, &new, Some(old))?;
     let owner = format!("{}/{name}", target.namespace.as_deref().unwrap_or_default());
     let mut to_release = None;
     if r.kind == "Service" && r.group.is_empty() {
@@ -821,6 +850,7 @@ async fn update<S: Store>(
     target: &Target,
     params: &Params,
     headers: &HeaderMap,
+    user: Option<&User>,
     body: &[u8],
 ) -> ApiResult<Response> {
     let r = target.resource;
@@ -850,7 +880,7 @@ async fn update<S: Store>(
     }
     new = machinery::record_update(Some(&old), &new, &field_manager(params, headers));
     let warnings = field_validation(r, &new, params)?;
-    let stored = write(api, target, params, &old, revision, new).await?;
+    let stored = write(api, target, params, user, &old, revision, new).await?;
     let out = if target.subresource.as_deref() == Some("scale") {
         scale_of(&stored)
     } else {
@@ -867,6 +897,7 @@ async fn patch<S: Store>(
     target: &Target,
     params: &Params,
     headers: &HeaderMap,
+    user: Option<&User>,
     body: &[u8],
 ) -> ApiResult<Response> {
     let r = target.resource;
@@ -886,7 +917,7 @@ async fn patch<S: Store>(
                 // Applying to nothing creates the object, with the applier owning every field.
                 let applied = body_object(target, headers, body)?;
                 let obj = machinery::apply(r, None, &applied, &manager, force)?;
-                return create_object(api, target, params, obj).await;
+                return create_object(api, target, params, user, obj).await;
             }
             Err(e) => return Err(e),
         };
@@ -917,7 +948,7 @@ async fn patch<S: Store>(
             return Err(ApiError::conflict(r, name));
         }
         let warnings = field_validation(r, &new, params)?;
-        match write(api, target, params, &old, revision, new).await {
+        match write(api, target, params, user, &old, revision, new).await {
             Ok(stored) => {
                 let out = if target.subresource.as_deref() == Some("scale") {
                     scale_of(&stored)
@@ -1181,19 +1212,20 @@ fn review<S>(
     let mut obj = machinery::decode_body(&negotiate::content_type(headers), body)?;
     obj["apiVersion"] = json!(api_version(r));
     obj["kind"] = json!(r.kind);
-    let me = user.cloned().unwrap_or_else(User::anonymous);
+    let me = user.cloned().unwrap_or_else(crate::authn::anonymous);
     let spec = obj["spec"].clone();
     let subject = match r.kind {
-        "SubjectAccessReview" | "LocalSubjectAccessReview" => User {
-            name: spec["user"].as_str().unwrap_or_default().to_owned(),
-            uid: spec["uid"].as_str().unwrap_or_default().to_owned(),
-            groups: spec["groups"]
+        "SubjectAccessReview" | "LocalSubjectAccessReview" => {
+            let mut u = User::new(spec["user"].as_str().unwrap_or_default(), &[]);
+            u.uid = spec["uid"].as_str().unwrap_or_default().to_owned();
+            u.groups = spec["groups"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter_map(|g| g.as_str().map(str::to_owned))
-                .collect(),
-        },
+                .collect();
+            u
+        }
         _ => me.clone(),
     };
     let decide = |attrs: &Attributes| -> Value {
@@ -1201,7 +1233,7 @@ fn review<S>(
             None => {
                 json!({"allowed": true, "reason": "no authorizer is configured (insecure loopback mode)"})
             }
-            Some(a) => match a.authorize(&subject, attrs) {
+            Some(a) => match a.authorize(&subject, attrs, "") {
                 Ok(()) => json!({"allowed": true}),
                 Err(reason) => json!({"allowed": false, "reason": reason}),
             },
@@ -1246,7 +1278,7 @@ fn review<S>(
                 json!({"resourceRules": resource_rules, "nonResourceRules": non_resource_rules, "incomplete": incomplete})
             }
         },
-        "SelfSubjectReview" => json!({"userInfo": me.to_json()}),
+        "SelfSubjectReview" => json!({"userInfo": crate::authn::user_json(&me)}),
         "TokenReview" => {
             json!({"authenticated": false, "error": "token review is not served by this server"})
         }

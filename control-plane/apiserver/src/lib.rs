@@ -21,6 +21,7 @@ mod machinery;
 mod negotiate;
 mod objects;
 mod paths;
+pub mod rbac;
 pub mod serve;
 pub mod tls;
 mod watch;

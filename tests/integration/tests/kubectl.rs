@@ -250,7 +250,10 @@ fn workflow(minor: u32) {
     let (seen_tx, seen_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead as _;
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             if line.contains("watched") {
                 let _ = seen_tx.send(line);
                 return;
@@ -285,7 +288,10 @@ fn workflow(minor: u32) {
 fn rollout(cp: &ControlPlane) {
     let web = cp.json(&["get", "deployment", "web"]);
     let uid = web["metadata"]["uid"].as_str().unwrap().to_owned();
-    for (revision, image, hash) in [("1", "nginx:1.25", "aaaa1111"), ("2", "nginx:1.27", "bbbb2222")] {
+    for (revision, image, hash) in [
+        ("1", "nginx:1.25", "aaaa1111"),
+        ("2", "nginx:1.27", "bbbb2222"),
+    ] {
         let rs = serde_json::json!({
             "apiVersion": "apps/v1", "kind": "ReplicaSet",
             "metadata": {
@@ -307,10 +313,16 @@ fn rollout(cp: &ControlPlane) {
         cp.ok(&["create", "-f", &file]);
     }
     let history = cp.ok(&["rollout", "history", "deployment/web"]);
-    assert!(history.contains("REVISION") && history.contains('1') && history.contains('2'), "{history}");
+    assert!(
+        history.contains("REVISION") && history.contains('1') && history.contains('2'),
+        "{history}"
+    );
     cp.ok(&["rollout", "undo", "deployment/web", "--to-revision=1"]);
     let web = cp.json(&["get", "deployment", "web"]);
-    assert_eq!(web["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:1.25", "undone to revision 1");
+    assert_eq!(
+        web["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:1.25",
+        "undone to revision 1"
+    );
 }
 
 #[test]

@@ -12,6 +12,8 @@ use clap::Args;
 use skiff_apiserver::{
     ApiServer, Config,
     authn::Authenticator,
+    authz::Authorizer,
+    rbac::{self, RbacAuthorizer},
     router, secure_router,
     serve::serve_tls,
     tls::{LeafSpec, Pki, ServingCert, server_config},
@@ -84,9 +86,20 @@ async fn serve<S: Store>(args: &ServerArgs, store: Arc<S>) -> anyhow::Result<()>
         minor: args.kubernetes_minor,
         ..Config::default()
     };
-    let api = ApiServer::new(store, config)
-        .await
-        .map_err(|e| anyhow::anyhow!("bootstrapping the cluster objects: {e}"))?;
+    let bootstrap =
+        |e: skiff_apiserver::ApiError| anyhow::anyhow!("bootstrapping the cluster objects: {e}");
+    let rbac = Arc::new(RbacAuthorizer::default());
+    let api = if args.insecure_loopback {
+        ApiServer::new(store, config).await.map_err(bootstrap)?
+    } else {
+        let api =
+            ApiServer::with_authorizer(store, config, Arc::clone(&rbac) as Arc<dyn Authorizer>)
+                .await
+                .map_err(bootstrap)?;
+        rbac::ensure_bootstrap(&api).await.map_err(bootstrap)?;
+        tokio::spawn(rbac::refresh(Arc::clone(&api), rbac));
+        api
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
