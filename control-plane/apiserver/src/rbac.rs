@@ -200,7 +200,7 @@ async fn rebuild<S: Store>(api: &ApiServer<S>, authz: &RbacAuthorizer) -> Result
         match api.store.update(&key, objects::encode(&updated), rv).await {
             Ok(_) => info!(clusterrole = %name, "aggregated rules updated"),
             Err(e) => {
-                warn!(clusterrole = %name, error = %e, "storing aggregated rules; will retry")
+                warn!(clusterrole = %name, error = %e, "storing aggregated rules; will retry");
             }
         }
     }
