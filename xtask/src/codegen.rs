@@ -36,6 +36,19 @@ const OPENAPI_VERSION: &str = "v1_33";
 const OUTPUT: &str = "control-plane/api/src/protobuf/table.rs";
 const REGISTRY: &str = "control-plane/api/src/registry.rs";
 
+/// (apiVersion, kind, message) of subresource request kinds: `kubectl create token` posts a
+/// TokenRequest, `kubectl scale` may post a Scale, `kubectl drain` an Eviction.
+const SUBRESOURCE_KINDS: &[(&str, &str, &str)] = &[
+    (
+        "authentication.k8s.io/v1",
+        "TokenRequest",
+        "api/authentication/v1/TokenRequest",
+    ),
+    ("autoscaling/v1", "Scale", "api/autoscaling/v1/Scale"),
+    ("policy/v1", "Eviction", "api/policy/v1/Eviction"),
+    ("v1", "Binding", "api/core/v1/Binding"),
+];
+
 /// Packages decoded besides the registry's groups: the shared apimachinery types every object
 /// embeds, and groups that kubectl's typed `create` commands post although skiff does not list
 /// them yet (`kubectl create priorityclass`).
@@ -118,6 +131,17 @@ fn generate(root: &Path, go_binary: &Path) -> anyhow::Result<String> {
                     }
                 }
             }
+        }
+    }
+
+    // Kinds that are request bodies of subresources rather than stored resources: k8s-openapi
+    // does not mark them as resources, but kubectl posts them as protobuf all the same.
+    for (api_version, kind, message) in SUBRESOURCE_KINDS {
+        if model.messages.contains_key(*message) {
+            model.kinds.insert(
+                ((*api_version).to_owned(), (*kind).to_owned()),
+                (*message).to_owned(),
+            );
         }
     }
 

@@ -2,16 +2,19 @@
 //! cluster CA: CN is the user, O the groups) and static bearer tokens from a token file;
 //! anything else is anonymous, which gets 401 unless anonymous access is enabled.
 
-use std::{collections::HashMap, fs, path::Path};
+use std::{collections::HashMap, fs, path::Path, sync::Arc};
 
 use axum::{
     extract::{Request, State},
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use serde_json::json;
+use base64::Engine as _;
+use serde_json::{Value, json};
+use skiff_api::registry;
+use skiff_store::Store;
 
-use crate::{errors::ApiError, serve::PeerCertificate};
+use crate::{ApiServer, errors::ApiError, objects, serve::PeerCertificate};
 
 /// An authenticated (or anonymous) user, as Kubernetes' `user.Info`.
 pub use skiff_api::authz::UserInfo as User;
@@ -31,7 +34,7 @@ fn authenticated(mut user: User) -> User {
 
 /// The `userInfo` of reviews.
 #[must_use]
-pub fn user_json(user: &User) -> serde_json::Value {
+pub fn user_json(user: &User) -> Value {
     let mut v = json!({"username": user.username, "groups": user.groups});
     if !user.uid.is_empty() {
         v["uid"] = json!(user.uid);
@@ -40,6 +43,15 @@ pub fn user_json(user: &User) -> serde_json::Value {
         v["extra"] = json!(user.extra);
     }
     v
+}
+
+/// What a request presents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    User(User),
+    /// A bearer token no static entry knows: a ServiceAccount or bootstrap token, or nothing.
+    Bearer(String),
+    None,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -100,8 +112,9 @@ impl Authenticator {
         Ok(self)
     }
 
-    /// The user of a request, `None` when it presented no credentials this server knows.
-    pub fn authenticate(&self, request: &Request) -> Result<Option<User>, ApiError> {
+    /// What the request presents: a user known from its certificate or a static token, a
+    /// bearer token to check against the store (ServiceAccount or bootstrap token), or nothing.
+    pub fn authenticate(&self, request: &Request) -> Result<Credentials, ApiError> {
         if let Some(value) = request.headers().get(axum::http::header::AUTHORIZATION) {
             let token = value
                 .to_str()
@@ -109,20 +122,19 @@ impl Authenticator {
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .map(str::trim)
                 .ok_or_else(unauthorized)?;
-            return match self.tokens.get(token) {
-                Some(user) => Ok(Some(authenticated(user.clone()))),
-                // A presented but unknown token is refused, never downgraded to anonymous.
-                None => Err(unauthorized()),
-            };
+            return Ok(match self.tokens.get(token) {
+                Some(user) => Credentials::User(authenticated(user.clone())),
+                None => Credentials::Bearer(token.to_owned()),
+            });
         }
         if let Some(PeerCertificate(Some((name, groups)))) =
             request.extensions().get::<PeerCertificate>()
         {
             let mut user = User::new(name, &[]);
             user.groups = groups.clone();
-            return Ok(Some(authenticated(user)));
+            return Ok(Credentials::User(authenticated(user)));
         }
-        Ok(None)
+        Ok(Credentials::None)
     }
 }
 
@@ -130,20 +142,120 @@ fn unauthorized() -> ApiError {
     ApiError::new(401, "Unauthorized", "Unauthorized")
 }
 
-/// The authentication layer: puts the [`User`] into the request's extensions.
-pub async fn layer(
-    State(auth): State<std::sync::Arc<Authenticator>>,
+/// The authentication layer: puts the [`User`] into the request's extensions. A presented
+/// but unknown token is refused, never downgraded to anonymous.
+pub async fn layer<S: Store>(
+    State((auth, api)): State<(Arc<Authenticator>, Arc<ApiServer<S>>)>,
     mut request: Request,
     next: Next,
 ) -> Response {
     let user = match auth.authenticate(&request) {
-        Ok(Some(user)) => user,
-        Ok(None) if auth.anonymous => anonymous(),
-        Ok(None) => return unauthorized().into_response(),
+        Ok(Credentials::User(user)) => user,
+        Ok(Credentials::Bearer(token)) => match token_user(&api, &token).await {
+            Some(user) => authenticated(user),
+            None => return unauthorized().into_response(),
+        },
+        Ok(Credentials::None) if auth.anonymous => anonymous(),
+        Ok(Credentials::None) => return unauthorized().into_response(),
         Err(e) => return e.into_response(),
     };
     request.extensions_mut().insert(user);
     next.run(request).await
+}
+
+async fn stored<S: Store>(
+    api: &ApiServer<S>,
+    plural: &str,
+    namespace: &str,
+    name: &str,
+) -> Option<Value> {
+    let r = registry::find("", "v1", plural)?;
+    let kv = api
+        .store
+        .get(&objects::key(r, Some(namespace), name), None)
+        .await
+        .ok()??;
+    objects::decode(&kv).ok()
+}
+
+/// The user a ServiceAccount token or a bootstrap token stands for, if it is valid now.
+async fn token_user<S: Store>(api: &ApiServer<S>, token: &str) -> Option<User> {
+    if token.split('.').count() == 3 {
+        let id = api.tokens.as_ref()?.verify(token).ok()?;
+        let c = &id.claims;
+        let sa = stored(api, "serviceaccounts", &c.namespace, &c.serviceaccount.name).await?;
+        if sa["metadata"]["uid"] != c.serviceaccount.uid.as_str() {
+            return None;
+        }
+        if let Some(secret) = &c.secret {
+            let s = stored(api, "secrets", &c.namespace, &secret.name).await?;
+            if s["metadata"]["uid"] != secret.uid.as_str() {
+                return None;
+            }
+        }
+        if let Some(pod) = &c.pod {
+            let p = stored(api, "pods", &c.namespace, &pod.name).await?;
+            if p["metadata"]["uid"] != pod.uid.as_str() {
+                return None;
+            }
+        }
+        let mut user = User::service_account(&c.namespace, &c.serviceaccount.name);
+        user.uid.clone_from(&c.serviceaccount.uid);
+        return Some(user);
+    }
+    bootstrap_user(api, token).await
+}
+
+/// Bootstrap tokens (`ID.SECRET`, 6 and 16 lower-case alphanumerics) live in Secrets
+/// `kube-system/bootstrap-token-ID` of type bootstrap.kubernetes.io/token.
+async fn bootstrap_user<S: Store>(api: &ApiServer<S>, token: &str) -> Option<User> {
+    let (id, secret) = token.split_once('.')?;
+    let valid = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    if !valid(id, 6) || !valid(secret, 16) {
+        return None;
+    }
+    let obj = stored(
+        api,
+        "secrets",
+        "kube-system",
+        &format!("bootstrap-token-{id}"),
+    )
+    .await?;
+    if obj["type"] != "bootstrap.kubernetes.io/token" {
+        return None;
+    }
+    let field = |k: &str| -> Option<String> {
+        let raw = obj["data"][k].as_str()?;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(raw).ok()?;
+        String::from_utf8(bytes).ok()
+    };
+    if field("token-id").as_deref() != Some(id)
+        || field("token-secret").as_deref() != Some(secret)
+        || field("usage-bootstrap-authentication").as_deref() != Some("true")
+    {
+        return None;
+    }
+    if let Some(expiration) = field("expiration") {
+        let expires: jiff::Timestamp = expiration.parse().ok()?;
+        if expires <= jiff::Timestamp::now() {
+            return None;
+        }
+    }
+    let mut user = User::new(&format!("system:bootstrap:{id}"), &["system:bootstrappers"]);
+    if let Some(extra) = field("auth-extra-groups") {
+        user.groups.extend(
+            extra
+                .split(',')
+                .map(str::trim)
+                .filter(|g| g.starts_with("system:bootstrappers:"))
+                .map(str::to_owned),
+        );
+    }
+    Some(user)
 }
 
 #[cfg(test)]

@@ -212,7 +212,7 @@ async fn resource<S: Store>(
         }
     };
     if let Some(sub) = target.subresource.as_deref()
-        && !matches!(sub, "status" | "scale" | "binding" | "finalize")
+        && !matches!(sub, "status" | "scale" | "binding" | "finalize" | "token")
     {
         return Err(ApiError::unavailable(format!(
             "{}/{sub} is served by the node agent, which is not running in this cluster yet",
@@ -242,6 +242,9 @@ async fn resource<S: Store>(
         }
         (&Method::POST, Some(_)) if target.subresource.as_deref() == Some("binding") => {
             bind(api, &target, headers, &body).await
+        }
+        (&Method::POST, Some(_)) if target.subresource.as_deref() == Some("token") => {
+            token_request(api, &target, headers, &body).await
         }
         (&Method::PUT, Some(_)) => {
             verb_allowed("update")?;
@@ -651,6 +654,9 @@ async fn create_object<S: Store>(
     let warnings = field_validation(r, &obj, params)?;
     machinery::validate(r, &obj, None)?;
     rbac_write_check(api, user, r, &obj, None)?;
+    if r.kind == "Secret" && r.group.is_empty() {
+        fill_legacy_token(api, &mut obj).await?;
+    }
     let owner = format!("{}/{name}", ns.as_deref().unwrap_or_default());
     let held = if r.kind == "Service" && r.group.is_empty() {
         let held = api.alloc.assign(&*api.store, &mut obj, &owner).await?;
@@ -1147,6 +1153,154 @@ fn scale_of(obj: &Value) -> Value {
         "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(1)},
         "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
     })
+}
+
+/// `POST serviceaccounts/NAME/token` (TokenRequest): a bound, expiring token for the account,
+/// optionally bound to a pod or secret too.
+async fn token_request<S: Store>(
+    api: &Api<S>,
+    target: &Target,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<Response> {
+    let r = target.resource;
+    let Some(keys) = &api.tokens else {
+        return Err(ApiError::unavailable(
+            "this server issues no ServiceAccount tokens (insecure loopback mode)",
+        ));
+    };
+    let (sa, _) = read(api, target).await?;
+    let mut req = machinery::decode_body(&negotiate::content_type(headers), body)?;
+    let spec = req["spec"].clone();
+    let seconds = spec["expirationSeconds"]
+        .as_i64()
+        .unwrap_or(crate::satoken::DEFAULT_EXPIRATION_SECONDS);
+    if seconds < crate::satoken::MIN_EXPIRATION_SECONDS {
+        return Err(ApiError::invalid(
+            r,
+            name_of(target),
+            vec![
+                json!({"reason": "FieldValueInvalid", "message": "may not specify a duration less than 10 minutes", "field": "spec.expirationSeconds"}),
+            ],
+        ));
+    }
+    let audiences = spec["audiences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    let namespace = target.namespace.clone().unwrap_or_default();
+    let mut claims = crate::satoken::KubernetesClaims {
+        namespace,
+        serviceaccount: crate::satoken::BoundRef {
+            name: name_of(target).to_owned(),
+            uid: sa["metadata"]["uid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        },
+        pod: None,
+        secret: None,
+    };
+    let bound = &spec["boundObjectRef"];
+    if let Some(kind) = bound["kind"].as_str() {
+        let reference = crate::satoken::BoundRef {
+            name: bound["name"].as_str().unwrap_or_default().to_owned(),
+            uid: bound["uid"].as_str().unwrap_or_default().to_owned(),
+        };
+        match kind {
+            "Pod" => claims.pod = Some(reference),
+            "Secret" => claims.secret = Some(reference),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "cannot bind a token to a {other}"
+                )));
+            }
+        }
+    }
+    let now = jiff::Timestamp::now().as_second();
+    let token = keys
+        .issue_bound(claims, audiences, now, seconds)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    req["apiVersion"] = json!("authentication.k8s.io/v1");
+    req["kind"] = json!("TokenRequest");
+    req["status"] = crate::satoken::token_request_status(&token, now + seconds);
+    Ok(json_response(StatusCode::CREATED, &req))
+}
+
+/// A new Secret of type kubernetes.io/service-account-token gets its (legacy, non-expiring)
+/// token, the cluster's namespace and, like upstream's token controller would fill in.
+async fn fill_legacy_token<S: Store>(api: &Api<S>, secret: &mut Value) -> ApiResult<()> {
+    let Some(keys) = &api.tokens else {
+        return Ok(());
+    };
+    if secret["type"] != "kubernetes.io/service-account-token" {
+        return Ok(());
+    }
+    let namespace = objects::meta_str(secret, "namespace")
+        .unwrap_or_default()
+        .to_owned();
+    let secrets = skiff_api::registry::find("", "v1", "secrets").expect("served");
+    let name = objects::meta_str(secret, "name")
+        .unwrap_or_default()
+        .to_owned();
+    let Some(sa_name) = secret["metadata"]["annotations"]["kubernetes.io/service-account.name"]
+        .as_str()
+        .map(str::to_owned)
+    else {
+        return Err(ApiError::invalid(
+            secrets,
+            &name,
+            vec![
+                json!({"reason": "FieldValueRequired", "message": "Required value", "field": "metadata.annotations[kubernetes.io/service-account.name]"}),
+            ],
+        ));
+    };
+    let accounts = skiff_api::registry::find("", "v1", "serviceaccounts").expect("served");
+    let sa = match api
+        .store
+        .get(&objects::key(accounts, Some(&namespace), &sa_name), None)
+        .await
+    {
+        Ok(Some(kv)) => objects::decode(&kv)?,
+        Ok(None) => {
+            return Err(ApiError::invalid(
+                secrets,
+                &name,
+                vec![
+                    json!({"reason": "FieldValueNotFound", "message": format!("service account {sa_name} does not exist"), "field": "metadata.annotations[kubernetes.io/service-account.name]"}),
+                ],
+            ));
+        }
+        Err(e) => return Err(ApiError::from_store(e, accounts, &sa_name)),
+    };
+    let sa_uid = sa["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    secret["metadata"]["annotations"]["kubernetes.io/service-account.uid"] = json!(sa_uid);
+    let claims = crate::satoken::KubernetesClaims {
+        namespace: namespace.clone(),
+        serviceaccount: crate::satoken::BoundRef {
+            name: sa_name,
+            uid: sa_uid,
+        },
+        pod: None,
+        secret: Some(crate::satoken::BoundRef {
+            name,
+            uid: objects::meta_str(secret, "uid")
+                .unwrap_or_default()
+                .to_owned(),
+        }),
+    };
+    let token = keys
+        .issue_legacy(claims)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    secret["data"]["token"] = json!(b64(&token));
+    secret["data"]["namespace"] = json!(b64(&namespace));
+    Ok(())
 }
 
 /// `POST pods/NAME/binding`: assigns a pending pod to a node, once.

@@ -22,6 +22,7 @@ mod negotiate;
 mod objects;
 mod paths;
 pub mod rbac;
+pub mod satoken;
 pub mod serve;
 pub mod tls;
 mod watch;
@@ -65,28 +66,33 @@ pub struct ApiServer<S> {
     pub(crate) alloc: alloc::Allocator,
     /// `None` in the insecure loopback mode: everything is allowed.
     pub(crate) authorizer: Option<Arc<dyn authz::Authorizer>>,
+    /// Signs and verifies ServiceAccount tokens; `None` in the insecure loopback mode.
+    pub(crate) tokens: Option<Arc<satoken::TokenKeys>>,
 }
 
 impl<S: Store> ApiServer<S> {
     /// Builds the server and creates what every cluster has (default namespaces, the
     /// `kubernetes` service) if it is missing.
     pub async fn new(store: Arc<S>, config: Config) -> Result<Arc<Self>, ApiError> {
-        Self::build(store, config, None).await
+        Self::build(store, config, None, None).await
     }
 
-    /// A server whose access reviews answer with `authorizer` (use it with [`secure_router`]).
-    pub async fn with_authorizer(
+    /// A server that authorizes with `authorizer` and issues ServiceAccount tokens with
+    /// `tokens` (use it with [`secure_router`]).
+    pub async fn secure(
         store: Arc<S>,
         config: Config,
         authorizer: Arc<dyn authz::Authorizer>,
+        tokens: Arc<satoken::TokenKeys>,
     ) -> Result<Arc<Self>, ApiError> {
-        Self::build(store, config, Some(authorizer)).await
+        Self::build(store, config, Some(authorizer), Some(tokens)).await
     }
 
     async fn build(
         store: Arc<S>,
         config: Config,
         authorizer: Option<Arc<dyn authz::Authorizer>>,
+        tokens: Option<Arc<satoken::TokenKeys>>,
     ) -> Result<Arc<Self>, ApiError> {
         let api = Arc::new(Self {
             hub: watch::Hub::new(Arc::clone(&store)),
@@ -94,6 +100,7 @@ impl<S: Store> ApiServer<S> {
             store,
             config,
             authorizer,
+            tokens,
         });
         bootstrap::ensure(&api).await?;
         Ok(api)
@@ -119,9 +126,12 @@ pub fn secure_router<S: Store>(api: Arc<ApiServer<S>>, authn: Arc<authn::Authent
         .clone()
         .unwrap_or_else(|| Arc::new(authz::MastersOnly));
     // Layers run outside-in: authentication first, then authorization.
-    handlers::router(api)
+    handlers::router(Arc::clone(&api))
         .layer(axum::middleware::from_fn_with_state(authz, authz::layer))
-        .layer(axum::middleware::from_fn_with_state(authn, authn::layer))
+        .layer(axum::middleware::from_fn_with_state(
+            (authn, api),
+            authn::layer::<S>,
+        ))
 }
 
 #[cfg(test)]

@@ -18,6 +18,9 @@ pub async fn run<S: Store>(api: Arc<ApiServer<S>>) {
         if let Err(e) = finalize_namespaces(&api).await {
             warn!(error = %e, "namespace finalization failed; retrying");
         }
+        if let Err(e) = default_service_accounts(&api).await {
+            warn!(error = %e, "creating default service accounts failed; retrying");
+        }
         match reap_allocations(&api, &suspects).await {
             Ok(next) => suspects = next,
             Err(e) => warn!(error = %e, "allocation repair failed; retrying"),
@@ -84,6 +87,50 @@ async fn finalize_namespaces<S: Store>(api: &ApiServer<S>) -> Result<(), String>
         } else {
             let _ = api.store.delete(&kv.key, Some(kv.mod_revision)).await;
             info!(namespace = %name, "namespace deleted");
+        }
+    }
+    Ok(())
+}
+
+/// Every active namespace has a `default` ServiceAccount, which pods run as unless they say
+/// otherwise.
+async fn default_service_accounts<S: Store>(api: &ApiServer<S>) -> Result<(), String> {
+    let namespaces = registry::find("", "v1", "namespaces").expect("served");
+    let accounts = registry::find("", "v1", "serviceaccounts").expect("served");
+    let page = api
+        .store
+        .list(&objects::list_prefix(namespaces, None), None, None, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    for kv in page.items {
+        let ns = objects::decode(&kv).map_err(|e| e.message)?;
+        if ns["metadata"]
+            .get("deletionTimestamp")
+            .is_some_and(|t| !t.is_null())
+        {
+            continue;
+        }
+        let name = objects::meta_str(&ns, "name")
+            .unwrap_or_default()
+            .to_owned();
+        let key = objects::key(accounts, Some(&name), "default");
+        if api
+            .store
+            .get(&key, None)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            continue;
+        }
+        let sa = json!({
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "default", "namespace": name, "uid": objects::new_uid(), "creationTimestamp": objects::now()},
+        });
+        match api.store.create(&key, objects::encode(&sa)).await {
+            Ok(_) | Err(skiff_store::StoreError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e.to_string()),
         }
     }
     Ok(())

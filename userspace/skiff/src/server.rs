@@ -14,7 +14,9 @@ use skiff_apiserver::{
     authn::Authenticator,
     authz::Authorizer,
     rbac::{self, RbacAuthorizer},
-    router, secure_router,
+    router,
+    satoken::TokenKeys,
+    secure_router,
     serve::serve_tls,
     tls::{LeafSpec, Pki, ServingCert, server_config},
 };
@@ -92,10 +94,18 @@ async fn serve<S: Store>(args: &ServerArgs, store: Arc<S>) -> anyhow::Result<()>
     let api = if args.insecure_loopback {
         ApiServer::new(store, config).await.map_err(bootstrap)?
     } else {
-        let api =
-            ApiServer::with_authorizer(store, config, Arc::clone(&rbac) as Arc<dyn Authorizer>)
-                .await
-                .map_err(bootstrap)?;
+        let tls_dir = args.data_dir.join("tls");
+        std::fs::create_dir_all(&tls_dir)
+            .with_context(|| format!("creating {}", tls_dir.display()))?;
+        let tokens = Arc::new(TokenKeys::load_or_create(&tls_dir.join("sa.key"))?);
+        let api = ApiServer::secure(
+            store,
+            config,
+            Arc::clone(&rbac) as Arc<dyn Authorizer>,
+            tokens,
+        )
+        .await
+        .map_err(bootstrap)?;
         rbac::ensure_bootstrap(&api).await.map_err(bootstrap)?;
         tokio::spawn(rbac::refresh(Arc::clone(&api), rbac));
         api
