@@ -280,29 +280,27 @@ mod tests {
             }
             b.body(Body::empty()).unwrap()
         };
-        let alice = auth
-            .authenticate(&req(Some("Bearer abc123")))
-            .unwrap()
-            .unwrap();
+        let Credentials::User(alice) = auth.authenticate(&req(Some("Bearer abc123"))).unwrap()
+        else {
+            panic!("alice is a static token user");
+        };
         assert_eq!(alice.username, "alice");
         assert_eq!(alice.groups, ["dev", "ops", "system:authenticated"]);
-        assert!(
-            auth.authenticate(&req(Some("Bearer nope"))).is_err(),
-            "a wrong token is refused"
+        assert_eq!(
+            auth.authenticate(&req(Some("Bearer nope"))).unwrap(),
+            Credentials::Bearer("nope".into()),
+            "an unknown token is checked against the store next"
         );
-        assert!(
-            auth.authenticate(&req(None)).unwrap().is_none(),
-            "no credentials: anonymous"
-        );
+        assert_eq!(auth.authenticate(&req(None)).unwrap(), Credentials::None);
         let mut with_cert = req(None);
         with_cert.extensions_mut().insert(PeerCertificate(Some((
             "admin".into(),
             vec!["system:masters".into()],
         ))));
-        assert_eq!(
-            auth.authenticate(&with_cert).unwrap().unwrap().groups,
-            ["system:masters", "system:authenticated"]
-        );
+        let Credentials::User(admin) = auth.authenticate(&with_cert).unwrap() else {
+            panic!("a verified certificate names a user");
+        };
+        assert_eq!(admin.groups, ["system:masters", "system:authenticated"]);
         fs::write(&path, "onlytoken\n").unwrap();
         assert!(Authenticator::default().with_token_file(&path).is_err());
         fs::remove_file(path).unwrap();
