@@ -61,6 +61,15 @@ pub trait Authorizer: Send + Sync + 'static {
         field_selector: &str,
     ) -> Result<(), String>;
 
+    /// The decision and its reason as an access review reports it (upstream's RBAC gives no
+    /// reason for a plain "no", so kubectl auth can-i prints just that).
+    fn review(&self, user: &User, attrs: &Attributes) -> (bool, String) {
+        match self.authorize(user, attrs, "") {
+            Ok(()) => (true, String::new()),
+            Err(message) => (false, message),
+        }
+    }
+
     /// The user an impersonating request acts as, if `requestor` may impersonate it.
     fn impersonate(
         &self,

@@ -1387,10 +1387,14 @@ fn review<S>(
             None => {
                 json!({"allowed": true, "reason": "no authorizer is configured (insecure loopback mode)"})
             }
-            Some(a) => match a.authorize(&subject, attrs, "") {
-                Ok(()) => json!({"allowed": true}),
-                Err(reason) => json!({"allowed": false, "reason": reason}),
-            },
+            Some(a) => {
+                let (allowed, reason) = a.review(&subject, attrs);
+                let mut status = json!({"allowed": allowed});
+                if !reason.is_empty() {
+                    status["reason"] = json!(reason);
+                }
+                status
+            }
         }
     };
     obj["status"] = match r.kind {

@@ -74,6 +74,11 @@ impl Authorizer for RbacAuthorizer {
         }
     }
 
+    fn review(&self, user: &User, attrs: &Attributes) -> (bool, String) {
+        let d = authorize_node_rbac(&self.snapshot(), &self.nodes(), user, attrs, "");
+        (d.allowed, d.reason)
+    }
+
     fn rules_for(&self, user: &User, namespace: &str) -> (Vec<Value>, Vec<Value>, bool) {
         self.snapshot().rules_for(user, namespace)
     }

@@ -306,13 +306,26 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// Starts `skiff server` reporting Kubernetes 1.`minor`.
+    /// Starts `skiff server` reporting Kubernetes 1.`minor`, in the insecure loopback mode.
     pub fn start(minor: u32) -> Self {
+        Self::launch(&[
+            "--insecure-loopback",
+            "--kubernetes-minor",
+            &minor.to_string(),
+        ])
+    }
+
+    /// Starts `skiff server` as it runs for real: TLS, authentication, RBAC.
+    pub fn start_secure() -> Self {
+        Self::launch(&[])
+    }
+
+    fn launch(extra: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(skiff_test_support::unique_name("cp"));
         std::fs::create_dir_all(&dir).unwrap();
         let mut cmd = Command::new(skiff_bin());
-        cmd.args(["server", "--insecure-loopback", "--listen", "127.0.0.1:0"])
-            .args(["--kubernetes-minor", &minor.to_string()])
+        cmd.args(["server", "--listen", "127.0.0.1:0"])
+            .args(extra)
             .arg("--data-dir")
             .arg(&dir)
             .stdout(Stdio::null())
@@ -333,6 +346,15 @@ impl ControlPlane {
             kubeconfig,
             _server: server,
         }
+    }
+
+    /// The server's address, from its kubeconfig.
+    pub fn server_url(&self) -> String {
+        std::fs::read_to_string(&self.kubeconfig)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server: ").map(str::to_owned))
+            .expect("kubeconfig names the server")
     }
 
     /// The real kubectl (the machine's dispatcher, which runs the kubectl matching the
