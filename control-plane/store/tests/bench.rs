@@ -1,0 +1,97 @@
+//! Write throughput and latency at 1, 16 and 64 concurrent writers, on SQLite and on a
+//! single-member etcd. Ignored by default; run it in release mode:
+//!
+//! ```sh
+//! cargo test -p skiff-store --release --test bench -- --ignored --nocapture
+//! ```
+//!
+//! Each writer does compare-and-swap updates of its own key (like status updates), 1 KiB
+//! values, for a fixed time.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Etcd, TempDir};
+use skiff_store::{SqliteConfig, SqliteStore, Store};
+
+const RUN_FOR: Duration = Duration::from_secs(4);
+const CONCURRENCY: [usize; 3] = [1, 16, 64];
+
+struct Stats {
+    writes: usize,
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+async fn run<S: Store + Clone>(store: &S, run: &str, writers: usize) -> Stats {
+    let started = Instant::now();
+    let deadline = started + RUN_FOR;
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let store = store.clone();
+        let key = format!("/bench/{run}/{w:03}");
+        tasks.push(tokio::spawn(async move {
+            let value = vec![0x42; 1024];
+            let mut latencies = Vec::new();
+            let t = Instant::now();
+            let mut kv = store.create(&key, value.clone()).await.unwrap();
+            latencies.push(t.elapsed());
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                kv = store
+                    .update(&key, value.clone(), kv.mod_revision)
+                    .await
+                    .unwrap();
+                latencies.push(t.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Stats {
+        writes: latencies.len(),
+        per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: at(0.50),
+        p99: at(0.99),
+        max: *latencies.last().unwrap(),
+    }
+}
+
+fn report(backend: &str, writers: usize, stats: &Stats) {
+    eprintln!(
+        "{backend:<7} writers={writers:<3} writes={:<7} writes/s={:<8.0} p50={:>7.2}ms p99={:>7.2}ms max={:>7.2}ms",
+        stats.writes,
+        stats.per_second,
+        stats.p50.as_secs_f64() * 1e3,
+        stats.p99.as_secs_f64() * 1e3,
+        stats.max.as_secs_f64() * 1e3,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: cargo test -p skiff-store --release --test bench -- --ignored --nocapture"]
+async fn write_throughput() {
+    for writers in CONCURRENCY {
+        let dir = TempDir::new("bench");
+        let store = SqliteStore::open(dir.path().join("state.db"), SqliteConfig::default())
+            .await
+            .unwrap();
+        let stats = run(&store, &format!("sqlite-{writers}"), writers).await;
+        report("sqlite", writers, &stats);
+    }
+    let Some(etcd) = Etcd::start(1) else { return };
+    let store = etcd.connect("").await;
+    for writers in CONCURRENCY {
+        let stats = run(&store, &format!("etcd-{writers}"), writers).await;
+        report("etcd", writers, &stats);
+    }
+}
