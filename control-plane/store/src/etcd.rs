@@ -123,6 +123,28 @@ impl EtcdStore {
         Ok(store)
     }
 
+    async fn range(
+        &self,
+        key: Vec<u8>,
+        options: GetOptions,
+    ) -> Result<etcd_client::GetResponse, etcd_client::Error> {
+        retry_unsent(|| {
+            let mut kv = self.client.kv_client();
+            let (key, options) = (key.clone(), options.clone());
+            async move { kv.get(key, Some(options)).await }
+        })
+        .await
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, etcd_client::Error> {
+        retry_unsent(|| {
+            let mut kv = self.client.kv_client();
+            let txn = txn.clone();
+            async move { kv.txn(txn).await }
+        })
+        .await
+    }
+
     fn full_key(&self, key: &str) -> Vec<u8> {
         let mut full = Vec::with_capacity(self.key_prefix.len() + key.len());
         full.extend_from_slice(self.key_prefix.as_bytes());
@@ -130,7 +152,7 @@ impl EtcdStore {
         full
     }
 
-    fn kv(&self, kv: &etcd_client::KeyValue) -> Result<KeyValue, StoreError> {
+    fn decode(&self, kv: &etcd_client::KeyValue) -> Result<KeyValue, StoreError> {
         let key = kv
             .key()
             .strip_prefix(self.key_prefix.as_bytes())
@@ -175,12 +197,7 @@ impl EtcdStore {
             .with_revision(revision)
             .with_count_only()
             .with_limit(1);
-        match self
-            .client
-            .kv_client()
-            .get(self.full_key("\u{0}"), Some(options))
-            .await
-        {
+        match self.range(self.full_key("\u{0}"), options).await {
             Ok(_) => Ok(true),
             Err(error) => match revision_error(&error) {
                 Some(RevisionError::Compacted) => Ok(false),
@@ -211,12 +228,7 @@ impl Store for EtcdStore {
             }
             options = options.with_revision(revision);
         }
-        let response = match self
-            .client
-            .kv_client()
-            .get(self.full_key(key), Some(options))
-            .await
-        {
+        let response = match self.range(self.full_key(key), options).await {
             Ok(response) => response,
             Err(error) => {
                 return Err(self
@@ -224,7 +236,7 @@ impl Store for EtcdStore {
                     .await);
             }
         };
-        response.kvs().first().map(|kv| self.kv(kv)).transpose()
+        response.kvs().first().map(|kv| self.decode(kv)).transpose()
     }
 
     async fn list(
@@ -258,7 +270,7 @@ impl Store for EtcdStore {
         if let Some(limit) = limit.filter(|&n| n > 0) {
             options = options.with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
         }
-        let response = match self.client.kv_client().get(start, Some(options)).await {
+        let response = match self.range(start, options).await {
             Ok(response) => response,
             Err(error) => {
                 return Err(self
@@ -269,7 +281,7 @@ impl Store for EtcdStore {
         let items = response
             .kvs()
             .iter()
-            .map(|kv| self.kv(kv))
+            .map(|kv| self.decode(kv))
             .collect::<Result<Vec<_>, _>>()?;
         // `count` is every key in the range at that revision, not just this page.
         let remaining = u64::try_from(response.count())
@@ -290,8 +302,6 @@ impl Store for EtcdStore {
             .when([Compare::create_revision(full.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(full, value.clone(), None)]);
         let response = self
-            .client
-            .kv_client()
             .txn(txn)
             .await
             .map_err(|e| etcd_err("creating a key", e))?;
@@ -331,8 +341,6 @@ impl Store for EtcdStore {
             )])
             .or_else([TxnOp::get(full, None)]);
         let response = self
-            .client
-            .kv_client()
             .txn(txn)
             .await
             .map_err(|e| etcd_err("updating a key", e))?;
@@ -383,8 +391,6 @@ impl Store for EtcdStore {
             )])
             .or_else([TxnOp::get(full, None)]);
         let response = self
-            .client
-            .kv_client()
             .txn(txn)
             .await
             .map_err(|e| etcd_err("deleting a key", e))?;
@@ -395,7 +401,7 @@ impl Store for EtcdStore {
         }
         let prev = match ops.first() {
             Some(TxnOpResponse::Delete(deleted)) => {
-                deleted.prev_kvs().first().map(|kv| self.kv(kv))
+                deleted.prev_kvs().first().map(|kv| self.decode(kv))
             }
             _ => None,
         }
@@ -448,9 +454,7 @@ impl Store for EtcdStore {
     async fn current_revision(&self) -> Result<Revision, StoreError> {
         let options = GetOptions::new().with_count_only().with_limit(1);
         let response = self
-            .client
-            .kv_client()
-            .get(self.full_key("\u{0}"), Some(options))
+            .range(self.full_key("\u{0}"), options)
             .await
             .map_err(|e| etcd_err("reading the current revision", e))?;
         header_revision(response.header())
@@ -482,11 +486,12 @@ impl Store for EtcdStore {
 
     async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
         let options = CompactionOptions::new().with_physical();
-        match self
-            .client
-            .kv_client()
-            .compact(revision, Some(options))
-            .await
+        match retry_unsent(|| {
+            let mut kv = self.client.kv_client();
+            let options = options.clone();
+            async move { kv.compact(revision, Some(options)).await }
+        })
+        .await
         {
             Ok(_) => {
                 self.compacted_floor.fetch_max(revision, Ordering::AcqRel);
@@ -538,10 +543,56 @@ async fn open_watch(
         .with_range(prefix_end(full_prefix))
         .with_start_revision(after + 1)
         .with_prev_key();
-    client
-        .watch_client()
-        .watch(full_prefix.to_vec(), Some(options))
-        .await
+    retry_unsent(|| {
+        let mut watch = client.watch_client();
+        let (key, options) = (full_prefix.to_vec(), options.clone());
+        async move { watch.watch(key, Some(options)).await }
+    })
+    .await
+}
+
+/// Attempts before giving up on members that refuse connections.
+const CONNECT_ATTEMPTS: u32 = 8;
+
+/// Retries `call` while it fails because the member the client's balancer picked refused the
+/// connection. Such a request never reached etcd, so retrying is safe even for a write, and
+/// the balancer keeps offering a dead member (it has no health checks): without this, about
+/// one request in N fails for as long as one of N members is down.
+async fn retry_unsent<T, F, Fut>(mut call: F) -> Result<T, etcd_client::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Err(error) if attempt + 1 < CONNECT_ATTEMPTS && never_sent(&error) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(5 << attempt.min(5))).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Whether the request certainly never left this process: the connection was refused.
+fn never_sent(error: &etcd_client::Error) -> bool {
+    let start: &(dyn std::error::Error + 'static) = match error {
+        etcd_client::Error::GRpcStatus(status) => status,
+        etcd_client::Error::TransportError(error) => error,
+        _ => return false,
+    };
+    let mut next = Some(start);
+    while let Some(error) = next {
+        if error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        next = error.source();
+    }
+    false
 }
 
 async fn first_response(
@@ -650,10 +701,13 @@ impl Watcher {
         let kv = event
             .kv()
             .ok_or_else(|| StoreError::backend("watching", "etcd sent an event without a key"))?;
-        let prev = event.prev_kv().map(|kv| self.store.kv(kv)).transpose()?;
+        let prev = event
+            .prev_kv()
+            .map(|kv| self.store.decode(kv))
+            .transpose()?;
         match event.event_type() {
             EventType::Put => Ok(Event::Put {
-                kv: self.store.kv(kv)?,
+                kv: self.store.decode(kv)?,
                 prev,
             }),
             EventType::Delete => {

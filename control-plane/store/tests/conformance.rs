@@ -79,6 +79,13 @@ async fn etcd_three_members_and_leader_loss() {
                     if error.is_retryable() && killed_at.elapsed() < Duration::from_secs(20) =>
                 {
                     retries += 1;
+                    eprintln!(
+                        "retrying write {i} at {:?}: {error}: {}",
+                        killed_at.elapsed(),
+                        std::error::Error::source(&error)
+                            .map(ToString::to_string)
+                            .unwrap_or_default()
+                    );
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(error) => panic!("write {i} after killing the leader: {error}"),

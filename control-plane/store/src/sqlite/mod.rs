@@ -95,7 +95,9 @@ impl Default for SqliteConfig {
             write_queue: 8192,
             max_idle_readers: 8,
             watch_buffer: 1024,
-            broadcast_capacity: 16 * 1024,
+            // Each slot pins its event until every live watcher has seen it or it is overwritten:
+            // a small ring bounds that memory; watchers further behind re-read the log.
+            broadcast_capacity: 4096,
             compaction: Some(CompactionPolicy::default()),
             compaction_batch: 1000,
             vacuum_batch: 1024,
