@@ -51,10 +51,15 @@ impl std::fmt::Debug for EtcdStore {
 fn etcd_err(context: &str, error: etcd_client::Error) -> StoreError {
     if let etcd_client::Error::GRpcStatus(status) = &error {
         use tonic::Code;
-        let unavailable = matches!(
-            status.code(),
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted
-        ) || status.message().contains("no leader")
+        // etcd's own answers carry no source; a status built from a transport failure (a
+        // connection reset by a dying member, say) does, and means "try again elsewhere".
+        let transport = std::error::Error::source(status).is_some();
+        let unavailable = transport
+            || matches!(
+                status.code(),
+                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted
+            )
+            || status.message().contains("no leader")
             || status.message().contains("leader changed");
         if unavailable {
             return StoreError::Unavailable {
@@ -258,10 +263,10 @@ impl Store for EtcdStore {
             });
         }
         let full_prefix = self.full_key(prefix);
-        let start = list_start(
+        let start = range_start(list_start(
             &full_prefix,
             start_after.map(|a| self.full_key(a)).as_deref(),
-        );
+        ));
         let end = prefix_end(&full_prefix);
         let mut options = GetOptions::new().with_range(end);
         if let Some(revision) = revision {
@@ -545,10 +550,16 @@ async fn open_watch(
         .with_prev_key();
     retry_unsent(|| {
         let mut watch = client.watch_client();
-        let (key, options) = (full_prefix.to_vec(), options.clone());
+        let (key, options) = (range_start(full_prefix.to_vec()), options.clone());
         async move { watch.watch(key, Some(options)).await }
     })
     .await
+}
+
+/// etcd rejects an empty key even as the start of a range ("key is not provided"); the range
+/// from NUL covers every non-empty key.
+fn range_start(start: Vec<u8>) -> Vec<u8> {
+    if start.is_empty() { vec![0] } else { start }
 }
 
 /// Attempts before giving up on members that refuse connections.
@@ -575,19 +586,27 @@ where
     }
 }
 
-/// Whether the request certainly never left this process: the connection was refused.
+/// Whether the request certainly never left this process: opening the connection failed
+/// (refused, or reset while connecting). hyper's connector reports that as "tcp connect
+/// error"; a failure on an established connection is ambiguous and is not retried here.
 fn never_sent(error: &etcd_client::Error) -> bool {
+    const CONNECT_FAILED: &str = "tcp connect error";
     let start: &(dyn std::error::Error + 'static) = match error {
-        etcd_client::Error::GRpcStatus(status) => status,
+        etcd_client::Error::GRpcStatus(status) => {
+            if status.message() == CONNECT_FAILED {
+                return true;
+            }
+            status
+        }
         etcd_client::Error::TransportError(error) => error,
         _ => return false,
     };
     let mut next = Some(start);
     while let Some(error) = next {
-        if error
+        let refused = error
             .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
-        {
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
+        if refused || error.to_string().starts_with(CONNECT_FAILED) {
             return true;
         }
         next = error.source();

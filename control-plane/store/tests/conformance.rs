@@ -88,7 +88,10 @@ async fn etcd_three_members_and_leader_loss() {
                     );
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(error) => panic!("write {i} after killing the leader: {error}"),
+                Err(error) => panic!(
+                    "write {i} after killing the leader: {error}: {:?}",
+                    std::error::Error::source(&error)
+                ),
             }
         }
     }

@@ -257,7 +257,14 @@ impl SqliteStore {
         }
         let mut min_free = self.inner.config.vacuum_min_free_pages;
         let mut vacuumed = 0_u64;
-        while self.maintain(Maintenance::Vacuum { min_free }).await? > 0 {
+        let mut left = i64::MAX;
+        loop {
+            let now_left = self.maintain(Maintenance::Vacuum { min_free }).await?;
+            // Stop when done, or when deletes free pages as fast as we return them.
+            if now_left == 0 || now_left >= left {
+                break;
+            }
+            left = now_left;
             min_free = 1;
             vacuumed += 1;
         }

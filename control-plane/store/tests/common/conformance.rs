@@ -246,6 +246,11 @@ async fn list_prefixes_are_exact<S: Store>(store: &S) {
         ),
         ["/conf/px/ab", "/conf/px/b"]
     );
+    // The empty prefix is everything.
+    let everything = store.list("", None, None, Some(2)).await.unwrap();
+    assert_eq!(everything.items.len(), 2);
+    assert!(everything.more);
+    assert!(everything.remaining >= 3);
     assert!(
         store
             .list("/conf/px/zzz/", None, None, Some(5))
@@ -436,6 +441,10 @@ async fn watch_from_the_middle<S: Store>(store: &S) {
                 .unwrap(),
         );
     }
+    // A watch on the empty prefix sees every key.
+    let mut everything = store.watch("", written[9].mod_revision - 1).await.unwrap();
+    assert_eq!(recv(&mut everything).await.key(), written[9].key);
+    drop(everything);
     let after = written[4].mod_revision;
     let mut rx = store.watch(prefix, after).await.unwrap();
     for kv in &written[5..] {
