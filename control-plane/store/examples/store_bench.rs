@@ -1,13 +1,16 @@
-//! Write throughput and latency at 1, 16 and 64 concurrent writers, on SQLite and on a
-//! single-member etcd. Ignored by default; run it in release mode:
+//! Write throughput and latency at 1, 16 and 64 concurrent writers, on SQLite (in a temp
+//! dir) and on a single-member etcd started on loopback. Run it in release mode:
 //!
 //! ```sh
-//! cargo test -p skiff-store --release --test bench -- --ignored --nocapture
+//! cargo run -p skiff-store --release --example store_bench
 //! ```
 //!
 //! Each writer does compare-and-swap updates of its own key (like status updates), 1 KiB
-//! values, for a fixed time.
+//! values, for a fixed time. An example rather than a test: `cargo xtask test` runs ignored
+//! tests too, and a benchmark means nothing in a debug build.
 
+// The tests' temp dir and etcd harness.
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};
@@ -77,9 +80,8 @@ fn report(backend: &str, writers: usize, stats: &Stats) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark: cargo test -p skiff-store --release --test bench -- --ignored --nocapture"]
-async fn write_throughput() {
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
     for writers in CONCURRENCY {
         let dir = TempDir::new("bench");
         let store = SqliteStore::open(dir.path().join("state.db"), SqliteConfig::default())
