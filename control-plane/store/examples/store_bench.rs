@@ -80,6 +80,68 @@ fn report(backend: &str, writers: usize, stats: &Stats) {
     );
 }
 
+/// Read latencies over 10,000 keys of 1 KiB: point gets, and 500-key list pages at the latest
+/// revision and at an older one (after 2,000 updates), as a paginated list continues.
+async fn reads<S: Store>(backend: &str, store: &S) {
+    const KEYS: usize = 10_000;
+    let value = vec![0x17; 1024];
+    for k in 0..KEYS {
+        store
+            .create(&format!("/reads/{k:05}"), value.clone())
+            .await
+            .unwrap();
+    }
+    let old = store.current_revision().await.unwrap();
+    for k in 0..2000 {
+        let key = format!("/reads/{:05}", k * 5);
+        let kv = store.get(&key, None).await.unwrap().unwrap();
+        store
+            .update(&key, value.clone(), kv.mod_revision)
+            .await
+            .unwrap();
+    }
+    let time = |samples: &mut Vec<Duration>| {
+        samples.sort_unstable();
+        let p50 = samples[samples.len() / 2];
+        let p99 = samples[samples.len() * 99 / 100];
+        format!(
+            "p50={:>6.2}ms p99={:>6.2}ms",
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3
+        )
+    };
+    let mut gets = Vec::new();
+    for k in 0..2000 {
+        let t = Instant::now();
+        store
+            .get(&format!("/reads/{:05}", (k * 7) % KEYS), None)
+            .await
+            .unwrap()
+            .unwrap();
+        gets.push(t.elapsed());
+    }
+    eprintln!("{backend:<7} get latest              {}", time(&mut gets));
+    for (name, revision) in [("latest", None), ("old revision", Some(old))] {
+        let mut pages = Vec::new();
+        for _ in 0..5 {
+            let mut after: Option<String> = None;
+            loop {
+                let t = Instant::now();
+                let page = store
+                    .list("/reads/", revision, after.as_deref(), Some(500))
+                    .await
+                    .unwrap();
+                pages.push(t.elapsed());
+                if !page.more {
+                    break;
+                }
+                after = page.items.last().map(|kv| kv.key.clone());
+            }
+        }
+        eprintln!("{backend:<7} list 500 at {name:<12} {}", time(&mut pages));
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     for writers in CONCURRENCY {
@@ -90,10 +152,18 @@ async fn main() {
         let stats = run(&store, &format!("sqlite-{writers}"), writers).await;
         report("sqlite", writers, &stats);
     }
+    {
+        let dir = TempDir::new("bench-reads");
+        let store = SqliteStore::open(dir.path().join("state.db"), SqliteConfig::default())
+            .await
+            .unwrap();
+        reads("sqlite", &store).await;
+    }
     let Some(etcd) = Etcd::start(1) else { return };
     let store = etcd.connect("").await;
     for writers in CONCURRENCY {
         let stats = run(&store, &format!("etcd-{writers}"), writers).await;
         report("etcd", writers, &stats);
     }
+    reads("etcd", &store).await;
 }

@@ -162,6 +162,13 @@ pub(super) fn get(
     found.map_err(sql_err("reading a key"))
 }
 
+/// Rows of the keys in `[?1, ?2)` as of revision ?3.
+const HISTORIC_ROWS: &str = "SELECT l.key, l.create_revision, l.revision, l.value FROM log l
+     WHERE l.key >= ?1 AND l.key < ?2 AND l.revision <= ?3
+       AND l.revision = (SELECT MAX(x.revision) FROM log x
+                         WHERE x.key = l.key AND x.revision <= ?3)
+       AND l.deleted = 0";
+
 pub(super) fn list(
     conn: &mut Connection,
     prefix: &str,
@@ -187,21 +194,14 @@ pub(super) fn list(
     let historic = at < header.current;
 
     let mut items = if historic {
-        // The newest row of each key at or below `at`, skipping keys deleted by then. The inner
-        // query reads only the (key, revision) index; values are fetched for the winners.
-        tx.prepare_cached(
-            "SELECT l.key, l.create_revision, l.revision, l.value
-             FROM (SELECT MAX(revision) AS revision FROM log
-                   WHERE key >= ?1 AND key < ?2 AND revision <= ?3
-                   GROUP BY key) m
-             JOIN log l ON l.revision = m.revision
-             WHERE l.deleted = 0
-             ORDER BY l.key LIMIT ?4",
-        )
-        .and_then(|mut stmt| {
-            stmt.query_map(params![start, end, at, fetch], kv_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-        })
+        // The newest row of each key at or below `at`, skipping keys deleted by then. Walking
+        // the (key, revision) index in order with a correlated MAX streams: the query stops
+        // after the page instead of grouping (and sorting) the whole range first.
+        tx.prepare_cached(&format!("{HISTORIC_ROWS} ORDER BY l.key LIMIT ?4"))
+            .and_then(|mut stmt| {
+                stmt.query_map(params![start, end, at, fetch], kv_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
     } else {
         tx.prepare_cached(
             "SELECT c.key, c.create_revision, c.mod_revision, l.value
@@ -225,14 +225,11 @@ pub(super) fn list(
         let last = items.last().map(|kv| kv.key.as_str());
         let after = list_start(prefix.as_bytes(), last.map(str::as_bytes));
         let counted: i64 = if historic {
-            tx.prepare_cached(
-                "SELECT COUNT(*)
-                 FROM (SELECT MAX(revision) AS revision FROM log
-                       WHERE key >= ?1 AND key < ?2 AND revision <= ?3
-                       GROUP BY key) m
-                 JOIN log l ON l.revision = m.revision
-                 WHERE l.deleted = 0",
-            )
+            tx.prepare_cached(&HISTORIC_ROWS.replacen(
+                "l.key, l.create_revision, l.revision, l.value",
+                "COUNT(*)",
+                1,
+            ))
             .and_then(|mut stmt| stmt.query_row(params![after, end, at], |r| r.get(0)))
         } else {
             tx.prepare_cached("SELECT COUNT(*) FROM current WHERE key >= ?1 AND key < ?2")

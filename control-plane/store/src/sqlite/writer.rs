@@ -193,6 +193,12 @@ impl Writer {
         self.shared.wal_frames.store(0, Ordering::Release);
         match checkpoint(&self.conn, "PASSIVE") {
             Ok(done) => debug!(?done, "writer checkpoint"),
+            // The background pass holds the checkpoint lock; it reports again shortly.
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+            {
+                debug!("writer checkpoint skipped: a checkpoint is running");
+            }
             Err(error) => warn!(%error, "writer checkpoint failed"),
         }
     }
