@@ -832,7 +832,10 @@ async fn write<S: Store>(
             .update(&key, objects::encode(&new), revision)
             .await
             .and_then(|kv| {
-                objects::decode(&kv).map_err(|e| StoreError::Backend { message: e.message })
+                objects::decode(&kv).map_err(|e| StoreError::Backend {
+                    context: "decoding the stored object".into(),
+                    source: e.message.into(),
+                })
             })
     };
     match (result, to_release) {

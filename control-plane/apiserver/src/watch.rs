@@ -126,9 +126,7 @@ impl Subscription {
                 }
                 match live.recv().await {
                     Ok(c) => Some(Ok(c)),
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        Some(Err(StoreError::WatchLagged))
-                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => None,
                     Err(broadcast::error::RecvError::Closed) => None,
                 }
             }

@@ -1,5 +1,5 @@
-//! An in-memory store for tests: the full contract (revisions, history, watch, compaction)
-//! with none of the durability.
+//! An in-memory store for tests (and `skiff server --datastore memory`): the full contract
+//! (revisions, history, watch, compaction) with none of the durability.
 
 use std::{collections::BTreeMap, sync::Mutex};
 
@@ -48,7 +48,10 @@ impl Inner {
             match tx.try_send(Ok(event.clone())) {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    let _ = tx.try_send(Err(StoreError::WatchLagged));
+                    let _ = tx.try_send(Err(StoreError::WatchLagged {
+                        last_delivered: event.revision() - 1,
+                        compacted: self.compacted,
+                    }));
                     false
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -241,8 +244,12 @@ impl Store for MemStore {
             .cloned()
             .collect();
         for event in backlog {
+            let revision = event.revision();
             if tx.try_send(Ok(event)).is_err() {
-                let _ = tx.try_send(Err(StoreError::WatchLagged));
+                let _ = tx.try_send(Err(StoreError::WatchLagged {
+                    last_delivered: revision - 1,
+                    compacted: inner.compacted,
+                }));
                 return Ok(rx);
             }
         }

@@ -20,7 +20,7 @@ use skiff_apiserver::{
     serve::serve_tls,
     tls::{LeafSpec, Pki, ServingCert, server_config},
 };
-use skiff_store::{MemStore, Store};
+use skiff_store::{MemStore, Store, open_datastore};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
@@ -53,8 +53,9 @@ pub struct ServerArgs {
     /// kubectl by it); 27 to 33.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(27..=33))]
     pub kubernetes_minor: u32,
-    /// Where objects live: `memory` (lost on exit; for tests).
-    #[arg(long, default_value = "memory")]
+    /// Where objects live: `sqlite` (one file under the data dir), `etcd://HOST:PORT,...[/prefix]`
+    /// (for clusters that outgrow one machine), or `memory` (lost on exit; for tests).
+    #[arg(long, default_value = "sqlite")]
     pub datastore: String,
 }
 
@@ -64,9 +65,6 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
             "--insecure-loopback serves without TLS or authentication, so it only listens on loopback addresses, not {}",
             args.listen.ip()
         );
-    }
-    if args.datastore != "memory" {
-        bail!("unknown --datastore {:?}: use \"memory\"", args.datastore);
     }
     if args.insecure_loopback {
         warn!(
@@ -78,7 +76,17 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(args, Arc::new(MemStore::new())))
+    runtime.block_on(async {
+        if args.datastore == "memory" {
+            return serve(args, Arc::new(MemStore::new())).await;
+        }
+        std::fs::create_dir_all(&args.data_dir)
+            .with_context(|| format!("creating {}", args.data_dir.display()))?;
+        let store = open_datastore(&args.datastore, &args.data_dir)
+            .await
+            .with_context(|| format!("opening the datastore {:?}", args.datastore))?;
+        serve(args, Arc::new(store)).await
+    })
 }
 
 async fn serve<S: Store>(args: &ServerArgs, store: Arc<S>) -> anyhow::Result<()> {
