@@ -1,6 +1,8 @@
 //! xtask: skiff's developer commands (`cargo xtask setup | test | up | codegen`).
 #![forbid(unsafe_code)]
 
+mod bench_api;
+mod bench_api_auth;
 mod codegen;
 mod setup;
 
@@ -38,6 +40,9 @@ enum Cmd {
     },
     /// Build skiff and run a sandboxed single-node cluster (Ctrl-C stops it and cleans up).
     Up,
+    /// Benchmarks (never part of `test`).
+    #[command(subcommand)]
+    Bench(BenchCmd),
     /// Regenerate committed generated sources.
     Codegen {
         #[command(subcommand)]
@@ -53,6 +58,17 @@ enum CodegenTarget {
         /// A kubectl (any Go binary linking k8s.io/api) to read Go field types from.
         #[arg(long, default_value = codegen::DEFAULT_GO_BINARY)]
         go_binary: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// The API server: writes at 1/16/64 clients on SQLite and etcd, watch fan-out, big lists,
+    /// memory, and the cost of authentication and authorization.
+    Api {
+        /// Shorter runs and smaller data sets.
+        #[arg(long)]
+        quick: bool,
     },
 }
 
@@ -72,6 +88,16 @@ fn main() -> anyhow::Result<()> {
         Cmd::Up => {
             setup::run()?;
             up(&root)
+        }
+        Cmd::Bench(BenchCmd::Api { quick }) => {
+            setup::run()?;
+            step(
+                "cargo build --release -p skiff",
+                cargo().args(["build", "--release", "-p", "skiff"]),
+            )?;
+            let target =
+                env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+            bench_api::run(&root, &target.join("release/skiff"), quick)
         }
         Cmd::Codegen {
             target: CodegenTarget::Protobuf { go_binary },
