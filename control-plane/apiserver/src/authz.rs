@@ -190,20 +190,27 @@ pub async fn layer(
         .get::<User>()
         .cloned()
         .unwrap_or_else(crate::authn::anonymous);
-    let headers: Vec<(String, String)> = request
+    // Almost no request impersonates: only look closer when one of its headers is there.
+    let impersonates = request
         .headers()
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-        .collect();
-    if let Some(imp) = skiff_api::authz::ImpersonationRequest::from_headers(
-        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-    ) {
-        match authz.impersonate(&user, &imp) {
-            Ok(as_user) => {
-                user = as_user;
-                request.extensions_mut().insert(user.clone());
+        .keys()
+        .any(|k| k.as_str().starts_with("impersonate-"));
+    if impersonates {
+        let headers: Vec<(String, String)> = request
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect();
+        if let Some(imp) = skiff_api::authz::ImpersonationRequest::from_headers(
+            headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        ) {
+            match authz.impersonate(&user, &imp) {
+                Ok(as_user) => {
+                    user = as_user;
+                    request.extensions_mut().insert(user.clone());
+                }
+                Err(e) => return e.into_response(),
             }
-            Err(e) => return e.into_response(),
         }
     }
     let attrs = attributes(
