@@ -241,6 +241,14 @@ fn workflow(minor: u32) {
         "{resources}"
     );
     cp.ok(&["get", "pods", "-o", "wide", "--all-namespaces"]);
+    assert!(
+        cp.kubectl(&["get", "nodes"])
+            .output()
+            .unwrap()
+            .status
+            .success(),
+        "no nodes yet, but a valid answer"
+    );
 
     // Watching: `get -w` prints the change as it happens.
     let mut watch = cp.kubectl(&["get", "configmaps", "-w"]);
