@@ -5,7 +5,7 @@ use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use serde_json::json;
 use skiff_api::registry::{self, RESOURCES};
-use skiff_store::Store;
+use skiff_store::{KeyValue, Store};
 use tracing::{info, warn};
 
 use crate::{ApiServer, alloc, objects};
@@ -29,24 +29,52 @@ pub async fn run<S: Store>(api: Arc<ApiServer<S>>) {
     }
 }
 
-async fn finalize_namespaces<S: Store>(api: &ApiServer<S>) -> Result<(), String> {
+/// A namespace as stored: its key and revision, its object, name and whether it is being deleted.
+struct Namespace {
+    kv: KeyValue,
+    object: serde_json::Value,
+    name: String,
+    terminating: bool,
+}
+
+async fn namespaces<S: Store>(api: &ApiServer<S>) -> Result<Vec<Namespace>, String> {
     let namespaces = registry::find("", "v1", "namespaces").expect("served");
     let page = api
         .store
         .list(&objects::list_prefix(namespaces, None), None, None, None)
         .await
         .map_err(|e| e.to_string())?;
-    for kv in page.items {
-        let ns = objects::decode(&kv).map_err(|e| e.message)?;
-        if ns["metadata"]
-            .get("deletionTimestamp")
-            .is_none_or(serde_json::Value::is_null)
-        {
+    page.items
+        .into_iter()
+        .map(|kv| {
+            let object = objects::decode(&kv).map_err(|e| e.message)?;
+            let terminating = object["metadata"]
+                .get("deletionTimestamp")
+                .is_some_and(|t| !t.is_null());
+            let name = objects::meta_str(&object, "name")
+                .unwrap_or_default()
+                .to_owned();
+            Ok(Namespace {
+                kv,
+                object,
+                name,
+                terminating,
+            })
+        })
+        .collect()
+}
+
+async fn finalize_namespaces<S: Store>(api: &ApiServer<S>) -> Result<(), String> {
+    for Namespace {
+        kv,
+        object: ns,
+        name,
+        terminating,
+    } in namespaces(api).await?
+    {
+        if !terminating {
             continue;
         }
-        let name = objects::meta_str(&ns, "name")
-            .unwrap_or_default()
-            .to_owned();
         let mut remaining = 0;
         for r in RESOURCES.iter().filter(|r| r.namespaced && r.is_stored()) {
             // autoscaling/v1 and v2 share their objects: visit each storage prefix once.
@@ -95,24 +123,12 @@ async fn finalize_namespaces<S: Store>(api: &ApiServer<S>) -> Result<(), String>
 /// Every active namespace has a `default` ServiceAccount, which pods run as unless they say
 /// otherwise.
 async fn default_service_accounts<S: Store>(api: &ApiServer<S>) -> Result<(), String> {
-    let namespaces = registry::find("", "v1", "namespaces").expect("served");
     let accounts = registry::find("", "v1", "serviceaccounts").expect("served");
-    let page = api
-        .store
-        .list(&objects::list_prefix(namespaces, None), None, None, None)
-        .await
-        .map_err(|e| e.to_string())?;
-    for kv in page.items {
-        let ns = objects::decode(&kv).map_err(|e| e.message)?;
-        if ns["metadata"]
-            .get("deletionTimestamp")
-            .is_some_and(|t| !t.is_null())
-        {
+    for ns in namespaces(api).await? {
+        if ns.terminating {
             continue;
         }
-        let name = objects::meta_str(&ns, "name")
-            .unwrap_or_default()
-            .to_owned();
+        let name = ns.name;
         let key = objects::key(accounts, Some(&name), "default");
         if api
             .store
