@@ -18,7 +18,7 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose,
 };
 use rustls::{
-    RootCertStore, ServerConfig,
+    ClientConfig, RootCertStore, ServerConfig,
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _},
     server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier},
     sign::CertifiedKey,
@@ -319,6 +319,31 @@ pub fn server_config(ca_pem: &str, cert: Arc<ServingCert>) -> Result<Arc<ServerC
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(cert);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A client's TLS configuration for talking to the API server: the server verified against the
+/// cluster CA, and the client's certificate presented (the admin's, a node's).
+pub fn client_config(ca_pem: &str, client: &Leaf) -> Result<Arc<ClientConfig>, PkiError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for der in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(der.map_err(|e| PkiError::Tls(e.to_string()))?)
+            .map_err(|e| PkiError::Tls(e.to_string()))?;
+    }
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(client.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| PkiError::Tls(e.to_string()))?;
+    let key = PrivateKeyDer::from_pem_slice(client.key_pem.as_bytes())
+        .map_err(|e| PkiError::Tls(e.to_string()))?;
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PkiError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .map_err(|e| PkiError::Tls(e.to_string()))?;
     Ok(Arc::new(config))
 }
 

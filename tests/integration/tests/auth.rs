@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::process::Command;
+use std::{process::Command, thread, time::Duration};
 
 use common::ControlPlane;
 use skiff_apiserver::satoken::{BoundRef, KubernetesClaims, TokenKeys};
@@ -147,6 +147,48 @@ fn rbac_walkthrough_and_refusals() {
             );
         }
     }
+
+    // `skiff token create` makes such tokens: the one it prints logs in until its ttl runs out.
+    let create = |ttl: &str| {
+        let out = Command::new(common::skiff_bin())
+            .args(["token", "create", "--server", &url, "--ttl", ttl])
+            .args(["--groups", "system:bootstrappers:workers"])
+            .arg("--data-dir")
+            .arg(&cp.dir)
+            .output()
+            .expect("running skiff token create");
+        assert!(
+            out.status.success(),
+            "skiff token create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let (lasting, brief) = (create("1h"), create("4s"));
+    for token in [&lasting, &brief] {
+        let (id, secret) = token.split_once('.').expect("ID.SECRET");
+        assert_eq!((id.len(), secret.len()), (6, 16), "{token}");
+        let whoami = cp.ok(&["auth", "whoami", "--token", token]);
+        assert!(
+            whoami.contains(&format!("system:bootstrap:{id}"))
+                && whoami.contains("system:bootstrappers:workers"),
+            "{whoami}"
+        );
+    }
+    thread::sleep(Duration::from_secs(5));
+    assert!(
+        cp.fails(&["auth", "whoami", "--token", &brief])
+            .contains("Unauthorized")
+    );
+    cp.ok(&["auth", "whoami", "--token", &lasting]);
+    let refused = Command::new(common::skiff_bin())
+        .args(["token", "create", "--server", &url, "--groups", "admins"])
+        .arg("--data-dir")
+        .arg(&cp.dir)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("system:bootstrappers:"));
 
     // A certificate from another CA is no way in.
     let other = cp.dir.join("other");

@@ -36,6 +36,9 @@ enum Command {
     Up(UpArgs),
     /// Run the control plane: the Kubernetes API server and its store.
     Server(crate::server::ServerArgs),
+    /// Bootstrap tokens for joining nodes.
+    #[command(subcommand)]
+    Token(crate::token::TokenCommand),
     /// Load, attach and pin the eBPF programs, or remove them.
     #[command(subcommand)]
     Datapath(DatapathCommand),
@@ -181,6 +184,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => sandbox::up(&args),
         Command::Server(args) => crate::server::run(&args),
+        Command::Token(cmd) => crate::token::run(cmd),
         Command::Datapath(cmd) => datapath(cmd),
         Command::Lb(cmd) => lb(cmd),
         Command::Ct(cmd) => ct(cmd),

@@ -1,10 +1,11 @@
-//! skiff: the command-line entry point (up, datapath, lb, version).
+//! skiff: the command-line entry point (up, server, token, datapath, lb, ct, version).
 #![forbid(unsafe_code)]
 
 mod cli;
 mod output;
 mod sandbox;
 mod server;
+mod token;
 
 use std::process::ExitCode;
 
