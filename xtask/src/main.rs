@@ -1,6 +1,7 @@
-//! xtask: skiff's developer commands (`cargo xtask setup | test | up`).
+//! xtask: skiff's developer commands (`cargo xtask setup | test | up | bench`).
 #![forbid(unsafe_code)]
 
+mod bench;
 mod setup;
 
 use std::{
@@ -37,6 +38,8 @@ enum Cmd {
     },
     /// Build skiff and run a sandboxed single-node cluster (Ctrl-C stops it and cleans up).
     Up,
+    /// Benchmarks (never part of `test`): they need root and take minutes.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,6 +58,12 @@ fn main() -> anyhow::Result<()> {
         Cmd::Up => {
             setup::run()?;
             up(&root)
+        }
+        Cmd::Bench(args) => {
+            if !args.setup_done {
+                setup::run()?;
+            }
+            bench::run(&root, &args)
         }
     }
 }
@@ -80,8 +89,15 @@ fn cargo() -> Command {
 }
 
 /// Every cargo invocation selects the same packages, so features unify the same way and
-/// nothing is rebuilt between steps.
-const PACKAGES: [&str; 3] = ["--workspace", "--exclude", "skiff-ebpf"];
+/// nothing is rebuilt between steps. xtask's `bench` feature is on so that clippy and the unit
+/// tests cover the benchmarks (it needs the eBPF build, which these steps do anyway).
+const PACKAGES: [&str; 5] = [
+    "--workspace",
+    "--exclude",
+    "skiff-ebpf",
+    "--features",
+    "xtask/bench",
+];
 
 fn step(name: &str, cmd: &mut Command) -> anyhow::Result<()> {
     let started = Instant::now();

@@ -25,9 +25,11 @@ const APT_PACKAGES: &[&str] = &[
     "iptables",
     "nftables",
     "conntrack",
-    // load tools for the benchmarks
+    // load tools for the benchmarks, the HTTP server they load, and the font of their charts
     "wrk",
     "iperf3",
+    "nginx",
+    "fonts-dejavu-core",
     // eBPF inspection
     "bpftool",
     // protoc and the well-known .proto files (k8s-cri and etcd-client build scripts)
