@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  cargo xtask bench datapath            (plain xtask: no datapath linked, see Cargo.toml)
-//!     │ setup::run(), then `cargo build -p xtask --features bench`, exec that build
+//!     │ setup::run(), then `cargo build --release -p xtask --features bench`, exec that
 //!     ▼
 //!  scenario ── topology (netns, veths, nginx)  ── rules (kube-proxy iptables/nft rulesets)
 //!     │        skiff (Datapath, LbTable)           wrk (run + parse)   stats (median)
@@ -92,9 +92,18 @@ pub fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
     use anyhow::{Context as _, bail};
 
     let Which::Datapath(_) = &args.which;
-    eprintln!("==> building xtask with the bench feature (it links the datapath)");
+    // Release: skiff's programming times are measured in-process, and an unoptimised LbTable
+    // would be measuring the compiler, not the datapath.
+    eprintln!("==> building xtask --release with the bench feature (it links the datapath)");
     let mut child = crate::cargo()
-        .args(["build", "--package", "xtask", "--features", "bench"])
+        .args([
+            "build",
+            "--release",
+            "--package",
+            "xtask",
+            "--features",
+            "bench",
+        ])
         .arg("--message-format=json-render-diagnostics")
         .stdout(Stdio::piped())
         .spawn()

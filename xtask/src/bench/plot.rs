@@ -278,7 +278,7 @@ fn programming_panel(
         .y_desc("seconds")
         .x_labels(6)
         .x_label_formatter(&x_label)
-        .y_label_formatter(&|y| super::scenario::fmt_us(y * 1e6))
+        .y_label_formatter(&|y| axis_secs(*y))
         .label_style(("sans-serif", 15))
         .draw()
         .map_err(plot_err)?;
@@ -292,4 +292,35 @@ fn programming_panel(
         .draw()
         .map_err(plot_err)?;
     Ok(())
+}
+
+/// A log-axis tick in seconds: `100 µs`, `10 ms`, `1 s`, `1.5 s`.
+fn axis_secs(s: f64) -> String {
+    let (value, unit) = if s < 1e-3 {
+        (s * 1e6, "µs")
+    } else if s < 1.0 {
+        (s * 1e3, "ms")
+    } else {
+        (s, "s")
+    };
+    let text = format!("{value:.2}");
+    format!(
+        "{} {unit}",
+        text.trim_end_matches('0').trim_end_matches('.')
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axis_ticks_are_short() {
+        assert_eq!(axis_secs(1e-4), "100 µs");
+        assert_eq!(axis_secs(0.01), "10 ms");
+        assert_eq!(axis_secs(1.0), "1 s");
+        assert_eq!(axis_secs(1.5), "1.5 s");
+        assert_eq!(x_label(&3.0), "1,000");
+        assert_eq!(x_label(&2.5), "");
+    }
 }

@@ -638,7 +638,7 @@ impl Report {
             "* **Load:** `wrk -t1 -c32 -d{}s --latency [-H 'Connection: close'] URL`. New connections: \
              median of {} interleaved repetition(s) (min–max in brackets); keep-alive: 1 run. \
              Before every run: `conntrack -F` in the node, {} s pause, wait until the machine is idle \
-             (< 8% CPU over 1 s, at most 20 s). Backend `tcp_max_tw_buckets=1024`, clients \
+             (< 8% CPU over 1 s, at most 10 s). Backend `tcp_max_tw_buckets=1024`, clients \
              `tcp_tw_reuse=1`.",
             s.duration.as_secs(),
             s.reps,

@@ -44,6 +44,8 @@ pub fn interrupted() -> bool {
 pub const ENDPOINTS: usize = 10;
 /// The NodePort of the targeted (last) service.
 pub const NODE_PORT: u16 = 30080;
+/// Longest wait for an idle machine before a run; a run that starts busy is counted as such.
+const IDLE_WAIT: Duration = Duration::from_secs(10);
 /// The plain endpoint that "non-service traffic" connects to (the baseline's 10.244.0.5).
 const PLAIN_ENDPOINT: u8 = 3;
 
@@ -502,7 +504,7 @@ fn configure_and_measure(
             };
             let path = ctx.work.path().join(file);
             fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-            wait_idle(Duration::from_secs(20));
+            wait_idle(IDLE_WAIT);
             let (took, how) = apply_rules(&node, datapath, &path, false)?;
             ctx.progress.line(format!(
                 "   loaded the ruleset with {how} in {}",
@@ -522,10 +524,10 @@ fn configure_and_measure(
         node: &node,
         lb_cgroup: lb_cgroup.as_ref(),
     };
-    let stats_before = skiff.as_ref().map(Skiff::stats).transpose()?;
     let mut live = Vec::new();
     for idx in first..ctx.results.measurements.len() {
         let target = ctx.results.measurements[idx].target;
+        let stats_before = skiff.as_ref().map(Skiff::stats).transpose()?;
         match check(&clients, target, services) {
             Ok(seen) => {
                 ctx.results.measurements[idx].checked = seen;
@@ -536,7 +538,7 @@ fn configure_and_measure(
                 if let (Some(s), Some(before)) = (&skiff, &stats_before) {
                     let after = s.stats()?;
                     msg.push_str(&format!(
-                        " (the tc program saw {} packets meanwhile)",
+                        " (the tc program saw {} packets during the check)",
                         after.tc_packets - before.tc_packets
                     ));
                 }
@@ -611,7 +613,7 @@ fn one_run(
     }
     node.flush_conntrack();
     sleep_interruptibly(ctx.settings.settle);
-    let idle = wait_idle(Duration::from_secs(20));
+    let idle = wait_idle(IDLE_WAIT);
     ctx.results.total_runs += 1;
     if !idle {
         ctx.results.busy_runs += 1;
@@ -724,7 +726,7 @@ fn updates(
     ctx.progress.line(format!(
         "   timing one-endpoint changes of service {svc} in the {services}-service table"
     ));
-    wait_idle(Duration::from_secs(20));
+    wait_idle(IDLE_WAIT);
     if let Some(s) = skiff {
         let samples = s.endpoint_changes(svc, ENDPOINTS, ctx.settings.skiff_changes)?;
         let us: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e6).collect();
@@ -769,7 +771,7 @@ fn updates(
         };
         let path = ctx.work.path().join(file);
         fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-        wait_idle(Duration::from_secs(20));
+        wait_idle(IDLE_WAIT);
         let (took, h) = apply_rules(node, datapath, &path, true)?;
         ctx.progress
             .line(format!("   {h} (one endpoint): {}", fmt_duration(took)));
