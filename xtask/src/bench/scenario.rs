@@ -148,6 +148,10 @@ pub enum ProgOp {
     EndpointChange,
     /// A restarted agent adopting the pinned maps (skiff only).
     Reopen,
+    /// [`ProgOp::FullLoad`] with endpoints of its own per service (skiff only).
+    FullLoadDistinct,
+    /// [`ProgOp::EndpointChange`] in that table (skiff only).
+    EndpointChangeDistinct,
 }
 
 /// Timings of one programming operation.
@@ -728,7 +732,9 @@ fn updates(
     ));
     wait_idle(IDLE_WAIT);
     if let Some(s) = skiff {
-        let samples = s.endpoint_changes(svc, ENDPOINTS, ctx.settings.skiff_changes)?;
+        let samples = s.endpoint_changes(ctx.settings.skiff_changes, |v| {
+            skiff::cluster_ip(svc, ENDPOINTS, v)
+        })?;
         let us: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e6).collect();
         ctx.progress.line(format!(
             "   {} changes: median {} p99 {}",
@@ -751,6 +757,7 @@ fn updates(
             samples: reopen,
             how: "LbTable::open on the pinned maps (a restarted agent adopting them)".to_owned(),
         });
+        distinct_endpoints(ctx, services)?;
         return Ok(());
     }
     let mut version = Version::A;
@@ -791,6 +798,55 @@ fn updates(
             } else {
                 "the service chain redeclared and rewritten, new SEP chain, old one flushed and -X"
             }
+        ),
+    });
+    Ok(())
+}
+
+/// The same programming with endpoints of its own per service (10 x services backends, as
+/// pods are), in a separate table no program reads: the traffic configurations share 10
+/// endpoints across all services (as gen.py does), which keeps skiff's backend map tiny.
+fn distinct_endpoints(ctx: &mut Ctx<'_>, services: usize) -> anyhow::Result<()> {
+    let svc = services / 2;
+    let mut table = Skiff::detached()?;
+    let all: Vec<_> = (0..services)
+        .map(|i| skiff::distinct(i, ENDPOINTS, Version::A))
+        .collect();
+    wait_idle(IDLE_WAIT);
+    let took = table.install(&all)?;
+    ctx.progress.line(format!(
+        "   distinct endpoints: {} services x {ENDPOINTS} own endpoints programmed in {}",
+        services,
+        fmt_duration(took)
+    ));
+    ctx.results.programming.push(Programming {
+        datapath: Datapath::Skiff,
+        services,
+        op: ProgOp::FullLoadDistinct,
+        samples: vec![took],
+        how: format!(
+            "as above, but every service has {ENDPOINTS} endpoints of its own ({} backends)",
+            services * ENDPOINTS
+        ),
+    });
+    let samples = table.endpoint_changes(ctx.settings.skiff_changes, |v| {
+        skiff::distinct(svc, ENDPOINTS, v)
+    })?;
+    let us: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e6).collect();
+    ctx.progress.line(format!(
+        "   distinct endpoints: {} changes: median {} p99 {}",
+        samples.len(),
+        fmt_us(super::stats::median(&us).unwrap_or(f64::NAN)),
+        fmt_us(super::stats::quantile(&us, 0.99).unwrap_or(f64::NAN)),
+    ));
+    ctx.results.programming.push(Programming {
+        datapath: Datapath::Skiff,
+        services,
+        op: ProgOp::EndpointChangeDistinct,
+        samples,
+        how: format!(
+            "LbTable::upsert with one backend replaced, in the table with {} backends",
+            services * ENDPOINTS
         ),
     });
     Ok(())

@@ -42,6 +42,26 @@ pub fn node_port(node_ip: Ipv4Addr, port: u16, endpoint_count: usize) -> Service
     }
 }
 
+/// Service `i` of a programming-only table where every service has `count` endpoints of its
+/// own (as pods are), `10.245.0.0` upwards; `version` B moves the last one to a fresh address.
+/// These addresses are only ever written into maps no program reads from.
+pub fn distinct(i: usize, count: usize, version: Version) -> Service {
+    let backends = (0..count)
+        .map(|j| {
+            let mut k = (i * count + j) as u32;
+            if version == Version::B && j + 1 == count {
+                // Past every address the table uses for version A.
+                k += 1 << 20;
+            }
+            Backend::active(SocketAddrV4::new(
+                Ipv4Addr::from(0x0af5_0000 + k),
+                BACKEND_PORT,
+            ))
+        })
+        .collect();
+    Service::new(Frontend::new(vip(i), SERVICE_PORT, Protocol::Tcp), backends)
+}
+
 fn backends(count: usize, version: Version) -> Vec<Backend> {
     endpoints(count, version)
         .into_iter()
@@ -96,6 +116,24 @@ impl Skiff {
         })
     }
 
+    /// Loads the objects with their maps in a fresh bpffs directory and attaches nothing: a
+    /// table to time programming on, which no packet ever reaches.
+    pub fn detached() -> anyhow::Result<Self> {
+        let pins = BpffsDir::new("prog");
+        let config = DatapathConfig {
+            bpffs: pins.path().to_owned(),
+            services_max: SERVICES_MAX,
+            ..DatapathConfig::default()
+        };
+        drop(Datapath::load(config).context("loading skiff's eBPF objects")?);
+        let maps = PinnedLbMaps::open(pins.path()).context("opening the pinned maps")?;
+        let table = LbTable::open(maps).context("opening the LB table")?;
+        Ok(Self {
+            table: Some(table),
+            pins,
+        })
+    }
+
     fn table(&mut self) -> &mut LbTable<PinnedLbMaps> {
         self.table.as_mut().expect("the table lives until drop")
     }
@@ -112,26 +150,26 @@ impl Skiff {
         Ok(started.elapsed())
     }
 
-    /// Changes one endpoint of ClusterIP service `i` back and forth `reps` times (each upsert
-    /// a real change), timing every upsert. Leaves the service as it was.
+    /// Changes one endpoint of service `i` back and forth `reps` times (each upsert a real
+    /// change), timing every upsert; `make` builds the service in a version. Leaves the service
+    /// as it was.
     pub fn endpoint_changes(
         &mut self,
-        i: usize,
-        endpoint_count: usize,
         reps: usize,
+        make: impl Fn(Version) -> Service,
     ) -> anyhow::Result<Vec<Duration>> {
         let table = self.table();
         let mut version = Version::A;
         let mut times = Vec::with_capacity(reps);
         for _ in 0..reps {
             version = version.other();
-            let service = cluster_ip(i, endpoint_count, version);
+            let service = make(version);
             let started = Instant::now();
             table.upsert(&service).context("changing an endpoint")?;
             times.push(started.elapsed());
         }
         if version != Version::A {
-            table.upsert(&cluster_ip(i, endpoint_count, Version::A))?;
+            table.upsert(&make(Version::A))?;
         }
         Ok(times)
     }
