@@ -331,7 +331,18 @@ fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
 
-pub fn run(root: &Path, bin: &Path, quick: bool) -> anyhow::Result<()> {
+/// Builds skiff in release mode and benchmarks its API server.
+pub fn build_and_run(root: &Path, quick: bool) -> anyhow::Result<()> {
+    crate::step(
+        "cargo build --release -p skiff",
+        crate::cargo().args(["build", "--release", "-p", "skiff"]),
+    )?;
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    run(root, &target.join("release/skiff"), quick)
+}
+
+fn run(root: &Path, bin: &Path, quick: bool) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -1,6 +1,7 @@
-//! xtask: skiff's developer commands (`cargo xtask setup | test | up | codegen`).
+//! xtask: skiff's developer commands (`cargo xtask setup | test | up | bench | codegen`).
 #![forbid(unsafe_code)]
 
+mod bench;
 mod bench_api;
 mod bench_api_auth;
 mod codegen;
@@ -40,9 +41,8 @@ enum Cmd {
     },
     /// Build skiff and run a sandboxed single-node cluster (Ctrl-C stops it and cleans up).
     Up,
-    /// Benchmarks (never part of `test`).
-    #[command(subcommand)]
-    Bench(BenchCmd),
+    /// Benchmarks (never part of `test`): they need root and take minutes.
+    Bench(bench::BenchArgs),
     /// Regenerate committed generated sources.
     Codegen {
         #[command(subcommand)]
@@ -58,17 +58,6 @@ enum CodegenTarget {
         /// A kubectl (any Go binary linking k8s.io/api) to read Go field types from.
         #[arg(long, default_value = codegen::DEFAULT_GO_BINARY)]
         go_binary: PathBuf,
-    },
-}
-
-#[derive(Subcommand)]
-enum BenchCmd {
-    /// The API server: writes at 1/16/64 clients on SQLite and etcd, watch fan-out, big lists,
-    /// memory, and the cost of authentication and authorization.
-    Api {
-        /// Shorter runs and smaller data sets.
-        #[arg(long)]
-        quick: bool,
     },
 }
 
@@ -89,15 +78,11 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             up(&root)
         }
-        Cmd::Bench(BenchCmd::Api { quick }) => {
-            setup::run()?;
-            step(
-                "cargo build --release -p skiff",
-                cargo().args(["build", "--release", "-p", "skiff"]),
-            )?;
-            let target =
-                env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-            bench_api::run(&root, &target.join("release/skiff"), quick)
+        Cmd::Bench(args) => {
+            if !args.setup_done {
+                setup::run()?;
+            }
+            bench::run(&root, &args)
         }
         Cmd::Codegen {
             target: CodegenTarget::Protobuf { go_binary },
@@ -126,8 +111,15 @@ fn cargo() -> Command {
 }
 
 /// Every cargo invocation selects the same packages, so features unify the same way and
-/// nothing is rebuilt between steps.
-const PACKAGES: [&str; 3] = ["--workspace", "--exclude", "skiff-ebpf"];
+/// nothing is rebuilt between steps. xtask's `bench` feature is on so that clippy and the unit
+/// tests cover the benchmarks (it needs the eBPF build, which these steps do anyway).
+const PACKAGES: [&str; 5] = [
+    "--workspace",
+    "--exclude",
+    "skiff-ebpf",
+    "--features",
+    "xtask/bench",
+];
 
 fn step(name: &str, cmd: &mut Command) -> anyhow::Result<()> {
     let started = Instant::now();

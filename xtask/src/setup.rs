@@ -25,9 +25,11 @@ const APT_PACKAGES: &[&str] = &[
     "iptables",
     "nftables",
     "conntrack",
-    // load tools for the benchmarks
+    // load tools for the benchmarks, the HTTP server they load, and the font of their charts
     "wrk",
     "iperf3",
+    "nginx",
+    "fonts-dejavu-core",
     // eBPF inspection
     "bpftool",
     // protoc and the well-known .proto files (k8s-cri and etcd-client build scripts)
@@ -111,6 +113,9 @@ fn apt_packages() -> anyhow::Result<()> {
     status(
         Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
+            // Without an init system invoke-rc.d would still start nginx, containerd and etcd
+            // from their postinst scripts; tests and benchmarks start their own, sandboxed.
+            .env("RUNLEVEL", "1")
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(&missing),
     )

@@ -1,0 +1,154 @@
+//! `cargo xtask bench`: benchmarks. They need root, build their own network namespaces and take
+//! minutes, so they are never part of `cargo xtask test`.
+//!
+//! ```text
+//!  cargo xtask bench datapath            (plain xtask: no datapath linked, see Cargo.toml)
+//!     │ setup::run(), then `cargo build --release -p xtask --features bench`, exec that
+//!     ▼
+//!  scenario ── topology (netns, veths, nginx)  ── rules (kube-proxy iptables/nft rulesets)
+//!     │        skiff (Datapath, LbTable)           wrk (run + parse)   stats (median)
+//!     ▼
+//!  report (console table, target/bench/datapath.md)  plot (target/bench/datapath.png)
+//! ```
+//!
+//! Network safety: every packet goes to an address that exists only inside namespaces this
+//! benchmark creates (see topology.rs); nothing is attached to the root cgroup or to an
+//! interface of the root network namespace, and everything made is removed by RAII guards, also
+//! on failure and on Ctrl-C.
+
+use std::path::Path;
+
+use clap::{Args, Subcommand};
+
+#[cfg(feature = "bench")]
+mod plot;
+#[cfg(feature = "bench")]
+mod report;
+#[cfg(feature = "bench")]
+mod rules;
+#[cfg(feature = "bench")]
+mod scenario;
+#[cfg(feature = "bench")]
+mod skiff;
+#[cfg(feature = "bench")]
+mod stats;
+#[cfg(feature = "bench")]
+mod topology;
+#[cfg(feature = "bench")]
+mod wrk;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    which: Which,
+    /// Setup already ran (set when the plain xtask hands over to its bench-enabled build).
+    #[arg(long, hide = true, global = true)]
+    pub setup_done: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Which {
+    /// Service datapaths (skiff socket LB and tc NodePort, kube-proxy iptables and nftables
+    /// rules) against direct traffic: new connections/s, keep-alive req/s, latency and
+    /// programming time, at 1, 1,000 and 10,000 services. Writes target/bench/datapath.{md,png}.
+    Datapath(DatapathArgs),
+    /// The API server: writes at 1/16/64 clients on SQLite and etcd, watch fan-out, big lists,
+    /// memory, and the cost of authentication and authorization. Writes target/bench/api.md.
+    Api {
+        /// Shorter runs and smaller data sets.
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+/// Options of `cargo xtask bench datapath`.
+#[derive(Args, Debug, Clone)]
+pub struct DatapathArgs {
+    /// Fast smoke run: 1 repetition, 2 s runs, 1 and 1,000 services (unless given explicitly).
+    #[arg(long)]
+    pub quick: bool,
+    /// Service counts to measure (10 endpoints each), e.g. `1,1000,10000`.
+    #[arg(long, value_delimiter = ',')]
+    pub sizes: Option<Vec<usize>>,
+    /// Seconds per wrk run (default 5, 2 with --quick).
+    #[arg(long)]
+    pub duration: Option<u64>,
+    /// Repetitions of each new-connection run, reported as the median (default 3, 1 with --quick).
+    #[arg(long)]
+    pub reps: Option<usize>,
+}
+
+/// Runs the benchmark named by `args`, from the workspace root.
+#[cfg(feature = "bench")]
+pub fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
+    match &args.which {
+        Which::Datapath(datapath) => scenario::run(root, datapath),
+        Which::Api { quick } => crate::bench_api::build_and_run(root, *quick),
+    }
+}
+
+/// This xtask was built without the `bench` feature (as `cargo xtask` always is, since it must
+/// build before setup has installed bpf-linker): build the bench-enabled xtask and hand over.
+#[cfg(not(feature = "bench"))]
+pub fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
+    use std::{
+        io::BufRead as _,
+        os::unix::process::CommandExt as _,
+        process::{Command, Stdio},
+    };
+
+    use anyhow::{Context as _, bail};
+
+    // The API benchmark links no datapath: the plain xtask runs it itself.
+    if let Which::Api { quick } = &args.which {
+        return crate::bench_api::build_and_run(root, *quick);
+    }
+    // Release: skiff's programming times are measured in-process, and an unoptimised LbTable
+    // would be measuring the compiler, not the datapath.
+    eprintln!("==> building xtask --release with the bench feature (it links the datapath)");
+    let mut child = crate::cargo()
+        .args([
+            "build",
+            "--release",
+            "--package",
+            "xtask",
+            "--features",
+            "bench",
+        ])
+        .arg("--message-format=json-render-diagnostics")
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running cargo build")?;
+    let stdout = child.stdout.take().context("cargo's stdout")?;
+    let mut executable = None;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo's output")?;
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if msg["reason"] == "compiler-artifact"
+            && msg["target"]["name"] == "xtask"
+            && let Some(exe) = msg["executable"].as_str()
+        {
+            executable = Some(exe.to_owned());
+        }
+    }
+    let status = child.wait().context("waiting for cargo build")?;
+    if !status.success() {
+        bail!("building xtask with the bench feature failed ({status})");
+    }
+    let executable = executable.context("cargo build named no xtask executable")?;
+    // Another checkout sharing CARGO_TARGET_DIR may rebuild target/debug/xtask at any time:
+    // run a private copy of this build.
+    let dir = root.join("target/bench");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let copy = dir.join("xtask-bench");
+    let _ = std::fs::remove_file(&copy);
+    std::fs::copy(&executable, &copy)
+        .with_context(|| format!("copying {executable} to {}", copy.display()))?;
+    let err = Command::new(&copy)
+        .args(std::env::args_os().skip(1))
+        .arg("--setup-done")
+        .exec();
+    Err(err).with_context(|| format!("running {}", copy.display()))
+}
