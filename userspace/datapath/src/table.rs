@@ -57,6 +57,11 @@ pub struct LbTable<M> {
     identity_by_id: HashMap<u32, BackendIdentity>,
     rev_nat_used: BTreeSet<u16>,
     next_backend_id: u32,
+    next_rev_nat: u16,
+    /// Backends whose reference count dropped to zero (or that were created and never
+    /// referenced) since the last release: looking only at these keeps an update O(its own
+    /// backends), not O(all backends).
+    maybe_unreferenced: Vec<BackendIdentity>,
 }
 
 impl<M: LbMaps> LbTable<M> {
@@ -132,7 +137,10 @@ impl<M: LbMaps> LbTable<M> {
                 _ => maps.delete_maglev(&key)?,
             }
         }
-        let rev_nat_used = services.values().map(|s| s.record.rev_nat_id).collect();
+        let rev_nat_used: BTreeSet<u16> = services.values().map(|s| s.record.rev_nat_id).collect();
+        let next_rev_nat = rev_nat_used
+            .last()
+            .map_or(1, |last| last.wrapping_add(1).max(1));
         Ok(Self {
             maps,
             services,
@@ -140,6 +148,8 @@ impl<M: LbMaps> LbTable<M> {
             identity_by_id,
             rev_nat_used,
             next_backend_id: max_id.wrapping_add(1).max(1),
+            next_rev_nat,
+            maybe_unreferenced: Vec::new(),
         })
     }
 
@@ -395,24 +405,30 @@ impl<M: LbMaps> LbTable<M> {
     }
 
     fn add_ref(&mut self, id: u32, delta: i32) {
-        if let Some(entry) = self
-            .identity_by_id
-            .get(&id)
-            .and_then(|identity| self.backends.get_mut(identity))
+        if let Some(identity) = self.identity_by_id.get(&id)
+            && let Some(entry) = self.backends.get_mut(identity)
         {
             entry.refs = entry.refs.saturating_add_signed(delta);
+            if entry.refs == 0 {
+                self.maybe_unreferenced.push(*identity);
+            }
         }
     }
 
     fn release_unreferenced(&mut self) -> Result<(), TableError> {
-        let unused: Vec<(BackendIdentity, u32)> = self
-            .backends
-            .iter()
-            .filter(|(_, e)| e.refs == 0)
-            .map(|(identity, e)| (*identity, e.id))
-            .collect();
-        for (identity, id) in unused {
-            self.maps.delete_backend(id)?;
+        while let Some(identity) = self.maybe_unreferenced.pop() {
+            let Some(entry) = self.backends.get(&identity) else {
+                continue;
+            };
+            if entry.refs != 0 {
+                continue;
+            }
+            let id = entry.id;
+            if let Err(err) = self.maps.delete_backend(id) {
+                // Keep it a candidate: the next release retries.
+                self.maybe_unreferenced.push(identity);
+                return Err(err.into());
+            }
             self.backends.remove(&identity);
             self.identity_by_id.remove(&id);
         }
@@ -443,6 +459,8 @@ impl<M: LbMaps> LbTable<M> {
         self.backends
             .insert(identity, BackendEntry { id, value, refs: 0 });
         self.identity_by_id.insert(id, identity);
+        // Unreferenced until the service naming it is published; released if that fails.
+        self.maybe_unreferenced.push(identity);
         Ok(id)
     }
 
@@ -459,10 +477,18 @@ impl<M: LbMaps> LbTable<M> {
         Err(TableError::BackendIdsExhausted)
     }
 
-    fn free_rev_nat(&self) -> Result<u16, TableError> {
-        (1..=u16::MAX)
-            .find(|id| !self.rev_nat_used.contains(id))
-            .ok_or(TableError::RevNatExhausted)
+    fn free_rev_nat(&mut self) -> Result<u16, TableError> {
+        // Round-robin like backend ids: a deleted service's id is not reused at once (a stale
+        // conntrack entry could otherwise translate replies to another service's address),
+        // and allocation stays O(1) while ids are plentiful.
+        for _ in 0..=self.rev_nat_used.len() {
+            let id = self.next_rev_nat;
+            self.next_rev_nat = self.next_rev_nat.checked_add(1).unwrap_or(1);
+            if id != 0 && !self.rev_nat_used.contains(&id) {
+                return Ok(id);
+            }
+        }
+        Err(TableError::RevNatExhausted)
     }
 }
 
@@ -515,6 +541,33 @@ mod tests {
         // 3 backends + 3 slots + 1 record.
         assert_eq!(t.maps().backends.len(), 3);
         assert_eq!(t.maps().services.len(), 4);
+    }
+
+    #[test]
+    fn reverse_nat_ids_are_not_reused_at_once_also_after_reopening() {
+        let mut t = LbTable::open(FakeLbMaps::new()).unwrap();
+        t.upsert(&svc(1, &[1])).unwrap();
+        t.upsert(&svc(2, &[1])).unwrap();
+        assert_eq!(t.rev_nat_id(&fe(2)), Some(2));
+        assert!(t.delete(&fe(1)).unwrap());
+        t.upsert(&svc(3, &[1])).unwrap();
+        assert_eq!(t.rev_nat_id(&fe(3)), Some(3), "1 was freed a moment ago");
+        let mut t = LbTable::open(t.maps().clone()).unwrap();
+        t.upsert(&svc(4, &[1])).unwrap();
+        assert_eq!(t.rev_nat_id(&fe(4)), Some(4));
+    }
+
+    #[test]
+    fn backends_left_by_one_update_are_freed_by_it_alone() {
+        let mut t = LbTable::open(FakeLbMaps::new()).unwrap();
+        t.upsert(&svc(1, &[1, 2])).unwrap();
+        t.upsert(&svc(2, &[3, 4])).unwrap();
+        t.upsert(&svc(1, &[2, 5])).unwrap();
+        let addrs: BTreeSet<u32> = t.maps().backends.values().map(|b| b.address).collect();
+        assert_eq!(addrs.len(), 4, "backend 1 is freed; 2-5 stay: {addrs:?}");
+        assert!(t.delete(&fe(2)).unwrap());
+        assert_eq!(t.maps().backends.len(), 2);
+        assert_eq!(t.list(), vec![svc(1, &[2, 5])]);
     }
 
     #[test]
