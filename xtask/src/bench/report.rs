@@ -36,7 +36,7 @@ fn first_line(program: &str, args: &[&str]) -> String {
 }
 
 impl Environment {
-    pub fn probe(root: &Path, _settings: &Settings) -> Self {
+    pub fn probe(root: &Path) -> Self {
         let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu_model = cpuinfo
             .lines()
@@ -193,11 +193,8 @@ impl Report {
                 .iter()
                 .filter(|m| m.datapath == Datapath::Direct && m.target == target)
                 .flat_map(|m| {
-                    if keepalive {
-                        m.keepalive.iter().map(|r| r.rps).collect::<Vec<_>>()
-                    } else {
-                        m.close.iter().map(|r| r.rps).collect()
-                    }
+                    let runs = if keepalive { &m.keepalive } else { &m.close };
+                    runs.iter().map(|r| r.rps).collect::<Vec<_>>()
                 })
                 .collect();
             median(&values)
@@ -216,7 +213,8 @@ impl Report {
                 let p50: Vec<f64> = m.close.iter().map(|r| r.p50_us).collect();
                 let p99: Vec<f64> = m.close.iter().map(|r| r.p99_us).collect();
                 let close = median(&rps);
-                let keepalive = m.keepalive.map(|r| r.rps);
+                let ka: Vec<f64> = m.keepalive.iter().map(|r| r.rps).collect();
+                let keepalive = median(&ka);
                 let (base_close, base_ka) = if m.target.external() {
                     (baseline.fwd_close, baseline.fwd_keepalive)
                 } else {
@@ -315,7 +313,7 @@ impl Report {
             ]);
         }
         let mut out = format!(
-            "Datapath benchmark ({} s runs, new conn = median of {}; ratios against the pooled \
+            "Datapath benchmark ({} s runs, medians of {}; ratios against the pooled \
              direct medians: pod IP from node for node-side targets, pod IP via node for NodePort)\n",
             self.settings.duration.as_secs(),
             self.settings.reps
@@ -641,8 +639,9 @@ impl Report {
         let _ = writeln!(md, "* **Tools:** {}.", env.tools.join("; "));
         let _ = writeln!(
             md,
-            "* **Load:** `wrk -t1 -c32 -d{}s --latency [-H 'Connection: close'] URL`. New connections: \
-             median of {} interleaved repetition(s) (min–max in brackets); keep-alive: 1 run. \
+            "* **Load:** `wrk -t1 -c32 -d{}s --latency [-H 'Connection: close'] URL`. New connections and \
+             keep-alive: median of {} repetition(s) each, interleaved over the targets of a \
+             configuration (min–max of new connections in brackets). \
              Before every run: `conntrack -F` in the node, {} s pause, wait until the machine is idle \
              (< 8% CPU over 1 s, at most 10 s). Backend `tcp_max_tw_buckets=1024`, clients \
              `tcp_tw_reuse=1`.",

@@ -4,7 +4,7 @@
 //! configuration (a datapath at a service count) gets a fresh node namespace and external-client
 //! namespace, programs its datapath (timed: that is the "initial load" of the programming
 //! table), checks every target with curl, then runs wrk: the `Connection: close` repetitions
-//! interleaved over the targets, then one keep-alive run per target. Before every run:
+//! interleaved over the targets, then the keep-alive repetitions the same way. Before every run:
 //! `conntrack -F`, a pause, and a wait until the machine is idle. At the largest service count
 //! the configuration also times one-endpoint updates. The direct (no rules) configuration runs
 //! first and last; its pooled median is the baseline of every ratio.
@@ -132,7 +132,7 @@ pub struct Measurement {
     /// "start"/"end" for the two direct blocks, empty otherwise.
     pub phase: &'static str,
     pub close: Vec<WrkReport>,
-    pub keepalive: Option<WrkReport>,
+    pub keepalive: Vec<WrkReport>,
     /// Why this target could not be measured.
     pub failed: Option<String>,
     /// What the curl check saw.
@@ -288,10 +288,10 @@ pub fn run(root: &Path, args: &DatapathArgs) -> anyhow::Result<()> {
 
     let out_dir = root.join("target/bench");
     fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let env = report::Environment::probe(root, &settings);
+    let env = report::Environment::probe(root);
     let configs = settings.sizes.len() * 4 + 2;
     let targets = settings.sizes.len() * 12 + 4;
-    let runs_planned = targets * (settings.reps + 1);
+    let runs_planned = targets * settings.reps * 2;
     let per_run = settings.duration + settings.settle + Duration::from_millis(1500);
     eprintln!(
         "==> bench datapath: sizes {:?}, {} s runs, {} repetition(s); {configs} configurations, \
@@ -429,7 +429,7 @@ fn configuration(
             target,
             phase,
             close: Vec::new(),
-            keepalive: None,
+            keepalive: Vec::new(),
             failed: None,
             checked: String::new(),
         });
@@ -443,7 +443,7 @@ fn configuration(
         ctx.progress.line(format!("   FAILED: {msg}"));
         ctx.results.notes.push(format!("{title}: {msg}"));
         for m in &mut ctx.results.measurements[first..] {
-            if m.failed.is_none() && m.keepalive.is_none() {
+            if m.failed.is_none() && m.keepalive.len() < ctx.settings.reps {
                 m.failed = Some(msg.clone());
             }
         }
@@ -554,40 +554,43 @@ fn configure_and_measure(
         }
     }
 
+    // New connections first, then keep-alive; each repeated, interleaved over the targets.
     let settings = ctx.settings;
-    for rep in 0..settings.reps {
-        for &idx in &live {
-            if ctx.results.measurements[idx].failed.is_some() {
-                continue;
-            }
-            let target = ctx.results.measurements[idx].target;
-            let what = format!(
-                "new conns {}/{} · {}",
-                rep + 1,
-                settings.reps,
-                target.label(datapath)
-            );
-            match one_run(ctx, &node, &clients, target, services, true, &what) {
-                Ok(r) => ctx.results.measurements[idx].close.push(r),
-                Err(err) if target == Target::NodePort && !interrupted() => {
-                    ctx.results.measurements[idx].failed = Some(format!("{err:#}"));
+    for new_connections in [true, false] {
+        for rep in 0..settings.reps {
+            for &idx in &live {
+                if ctx.results.measurements[idx].failed.is_some() {
+                    continue;
                 }
-                Err(err) => return Err(err),
+                let target = ctx.results.measurements[idx].target;
+                let what = format!(
+                    "{} {}/{} · {}",
+                    if new_connections {
+                        "new conns"
+                    } else {
+                        "keep-alive"
+                    },
+                    rep + 1,
+                    settings.reps,
+                    target.label(datapath)
+                );
+                match one_run(
+                    ctx,
+                    &node,
+                    &clients,
+                    target,
+                    services,
+                    new_connections,
+                    &what,
+                ) {
+                    Ok(r) if new_connections => ctx.results.measurements[idx].close.push(r),
+                    Ok(r) => ctx.results.measurements[idx].keepalive.push(r),
+                    Err(err) if target == Target::NodePort && !interrupted() => {
+                        ctx.results.measurements[idx].failed = Some(format!("{err:#}"));
+                    }
+                    Err(err) => return Err(err),
+                }
             }
-        }
-    }
-    for &idx in &live {
-        if ctx.results.measurements[idx].failed.is_some() {
-            continue;
-        }
-        let target = ctx.results.measurements[idx].target;
-        let what = format!("keep-alive · {}", target.label(datapath));
-        match one_run(ctx, &node, &clients, target, services, false, &what) {
-            Ok(r) => ctx.results.measurements[idx].keepalive = Some(r),
-            Err(err) if target == Target::NodePort && !interrupted() => {
-                ctx.results.measurements[idx].failed = Some(format!("{err:#}"));
-            }
-            Err(err) => return Err(err),
         }
     }
 
