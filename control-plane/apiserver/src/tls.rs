@@ -67,6 +67,18 @@ pub struct Leaf {
     pub not_after: time::OffsetDateTime,
 }
 
+impl Leaf {
+    /// The certificate chain and private key in the form rustls takes.
+    fn der(&self) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), PkiError> {
+        let certs = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| PkiError::Tls(e.to_string()))?;
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .map_err(|e| PkiError::Tls(e.to_string()))?;
+        Ok((certs, key))
+    }
+}
+
 impl fmt::Debug for Leaf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Leaf")
@@ -286,12 +298,7 @@ impl ResolvesServerCert for ServingCert {
 }
 
 fn certified(leaf: &Leaf) -> Result<CertifiedKey, PkiError> {
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|e| PkiError::Tls(e.to_string()))?;
-    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes())
-        .map_err(|e| PkiError::Tls(e.to_string()))?;
+    let (certs, key) = leaf.der()?;
     let signer = rustls::crypto::ring::sign::any_supported_type(&key)
         .map_err(|e| PkiError::Tls(e.to_string()))?;
     Ok(CertifiedKey::new(certs, signer))
@@ -302,12 +309,7 @@ fn certified(leaf: &Leaf) -> Result<CertifiedKey, PkiError> {
 /// way in).
 pub fn server_config(ca_pem: &str, cert: Arc<ServingCert>) -> Result<Arc<ServerConfig>, PkiError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = RootCertStore::empty();
-    for der in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots
-            .add(der.map_err(|e| PkiError::Tls(e.to_string()))?)
-            .map_err(|e| PkiError::Tls(e.to_string()))?;
-    }
+    let roots = roots(ca_pem)?;
     let verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
             .allow_unauthenticated()
@@ -322,22 +324,23 @@ pub fn server_config(ca_pem: &str, cert: Arc<ServingCert>) -> Result<Arc<ServerC
     Ok(Arc::new(config))
 }
 
-/// A client's TLS configuration for talking to the API server: the server verified against the
-/// cluster CA, and the client's certificate presented (the admin's, a node's).
-pub fn client_config(ca_pem: &str, client: &Leaf) -> Result<Arc<ClientConfig>, PkiError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+/// The cluster CA as a trust store.
+fn roots(ca_pem: &str) -> Result<RootCertStore, PkiError> {
     let mut roots = RootCertStore::empty();
     for der in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots
             .add(der.map_err(|e| PkiError::Tls(e.to_string()))?)
             .map_err(|e| PkiError::Tls(e.to_string()))?;
     }
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(client.cert_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|e| PkiError::Tls(e.to_string()))?;
-    let key = PrivateKeyDer::from_pem_slice(client.key_pem.as_bytes())
-        .map_err(|e| PkiError::Tls(e.to_string()))?;
+    Ok(roots)
+}
+
+/// A client's TLS configuration for talking to the API server: the server verified against the
+/// cluster CA, and the client's certificate presented (the admin's, a node's).
+pub fn client_config(ca_pem: &str, client: &Leaf) -> Result<Arc<ClientConfig>, PkiError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = roots(ca_pem)?;
+    let (certs, key) = client.der()?;
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| PkiError::Tls(e.to_string()))?
