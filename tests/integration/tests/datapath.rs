@@ -123,3 +123,41 @@ fn datapath_loads_attaches_and_acts_in_test_namespaces_only() {
         "detached programs no longer act: {detached}"
     );
 }
+
+#[test]
+#[ignore = "needs root: bpf()"]
+fn a_full_service_map_is_refused_with_the_option_that_sizes_it() {
+    require_root();
+    let pins = BpffsDir::new("pins");
+    // One record and its slots in two banks fit; a second service does not.
+    let config = DatapathConfig {
+        bpffs: pins.path().to_owned(),
+        services_max: 4,
+        ..DatapathConfig::default()
+    };
+    drop(Datapath::load(config).expect("loading the eBPF objects"));
+    let mut table = LbTable::open(PinnedLbMaps::open(pins.path()).unwrap()).unwrap();
+    let backend = Backend::active("10.244.0.2:8080".parse().unwrap());
+    table
+        .upsert(&Service::new(
+            "10.96.0.10:80".parse().unwrap(),
+            vec![backend],
+        ))
+        .unwrap();
+    let err = table
+        .upsert(&Service::new(
+            "10.96.0.11:80".parse().unwrap(),
+            ["10.244.0.3:8080", "10.244.0.4:8080", "10.244.0.5:8080"]
+                .iter()
+                .map(|b| Backend::active(b.parse().unwrap()))
+                .collect(),
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("is full") && err.contains("--services-max"),
+        "{err}"
+    );
+    // The service that fitted is intact.
+    assert_eq!(table.list().len(), 1);
+}

@@ -15,6 +15,14 @@ pub enum MapsError {
         #[source]
         source: aya::maps::MapError,
     },
+    #[error(
+        "map {map} is full ({op} refused); attach the datapath with a larger {flag} (see `skiff datapath attach --help`)"
+    )]
+    Full {
+        op: &'static str,
+        map: &'static str,
+        flag: &'static str,
+    },
     #[error("{op} on map {map} failed: {source}")]
     Op {
         op: &'static str,

@@ -31,7 +31,24 @@ fn open(bpffs: &Path, name: &str) -> Result<MapData, MapsError> {
 }
 
 fn op_err(op: &'static str, map: &'static str) -> impl FnOnce(aya::maps::MapError) -> MapsError {
-    move |source| MapsError::Op { op, map, source }
+    move |source| {
+        // A hash map with every entry taken refuses a new key with E2BIG.
+        let full = matches!(&source, aya::maps::MapError::SyscallError(e)
+            if e.io_error.raw_os_error() == Some(libc::E2BIG));
+        match capacity_flag(map) {
+            Some(flag) if full => MapsError::Full { op, map, flag },
+            _ => MapsError::Op { op, map, source },
+        }
+    }
+}
+
+/// The `skiff datapath attach` option sizing `map`.
+fn capacity_flag(map: &str) -> Option<&'static str> {
+    match map {
+        MAP_SERVICES4 => Some("--services-max"),
+        MAP_BACKENDS4 => Some("--backends-max"),
+        _ => None,
+    }
 }
 
 /// The pinned service and backend maps.
