@@ -57,10 +57,9 @@ pub struct LbTable<M> {
     identity_by_id: HashMap<u32, BackendIdentity>,
     rev_nat_used: BTreeSet<u16>,
     next_backend_id: u32,
-    next_rev_nat: u16,
-    /// Backends whose reference count dropped to zero (or that were created and never
-    /// referenced) since the last release: looking only at these keeps an update O(its own
-    /// backends), not O(all backends).
+    next_rev_nat: u32,
+    /// Backends whose reference count dropped to zero since the last release: looking only at
+    /// these keeps an update O(its own backends), not O(all backends).
     maybe_unreferenced: Vec<BackendIdentity>,
 }
 
@@ -138,9 +137,7 @@ impl<M: LbMaps> LbTable<M> {
             }
         }
         let rev_nat_used: BTreeSet<u16> = services.values().map(|s| s.record.rev_nat_id).collect();
-        let next_rev_nat = rev_nat_used
-            .last()
-            .map_or(1, |last| last.wrapping_add(1).max(1));
+        let next_rev_nat = rev_nat_used.last().map_or(1, |last| u32::from(*last) + 1);
         Ok(Self {
             maps,
             services,
@@ -189,7 +186,7 @@ impl<M: LbMaps> LbTable<M> {
             Ok::<_, TableError>(())
         })();
         if let Err(err) = result {
-            self.release_unreferenced()?;
+            self.release_unpublished(&ids)?;
             return Err(err);
         }
 
@@ -245,7 +242,7 @@ impl<M: LbMaps> LbTable<M> {
             // Nothing of the idle bank is live yet: take back what was written (best effort;
             // a reopen removes anything left) so no slot or backend leaks.
             let _ = self.clear_bank(&key, &record, ids.len(), table.len());
-            let _ = self.release_unreferenced();
+            let _ = self.release_unpublished(&ids);
             return Err(err);
         }
         self.rev_nat_used.insert(rev_nat_id);
@@ -415,6 +412,18 @@ impl<M: LbMaps> LbTable<M> {
         }
     }
 
+    /// Releases the backends among `ids` that only a failed, unpublished update named.
+    fn release_unpublished(&mut self, ids: &[u32]) -> Result<(), TableError> {
+        for id in ids {
+            if let Some(identity) = self.identity_by_id.get(id)
+                && self.backends.get(identity).is_some_and(|e| e.refs == 0)
+            {
+                self.maybe_unreferenced.push(*identity);
+            }
+        }
+        self.release_unreferenced()
+    }
+
     fn release_unreferenced(&mut self) -> Result<(), TableError> {
         while let Some(identity) = self.maybe_unreferenced.pop() {
             let Some(entry) = self.backends.get(&identity) else {
@@ -459,37 +468,52 @@ impl<M: LbMaps> LbTable<M> {
         self.backends
             .insert(identity, BackendEntry { id, value, refs: 0 });
         self.identity_by_id.insert(id, identity);
-        // Unreferenced until the service naming it is published; released if that fails.
-        self.maybe_unreferenced.push(identity);
         Ok(id)
     }
 
     fn free_backend_id(&mut self) -> Result<u32, TableError> {
-        // Ids are handed out round-robin so a freed id is not reused at once, which keeps a
-        // stale conntrack entry from pointing at a different backend.
-        for _ in 0..=self.identity_by_id.len() {
-            let id = self.next_backend_id;
-            self.next_backend_id = self.next_backend_id.checked_add(1).unwrap_or(1);
-            if id != 0 && !self.identity_by_id.contains_key(&id) {
-                return Ok(id);
-            }
-        }
-        Err(TableError::BackendIdsExhausted)
+        let used = &self.identity_by_id;
+        round_robin(&mut self.next_backend_id, u32::MAX, used.len(), |id| {
+            used.contains_key(&id)
+        })
+        .ok_or(TableError::BackendIdsExhausted)
     }
 
     fn free_rev_nat(&mut self) -> Result<u16, TableError> {
-        // Round-robin like backend ids: a deleted service's id is not reused at once (a stale
-        // conntrack entry could otherwise translate replies to another service's address),
-        // and allocation stays O(1) while ids are plentiful.
-        for _ in 0..=self.rev_nat_used.len() {
-            let id = self.next_rev_nat;
-            self.next_rev_nat = self.next_rev_nat.checked_add(1).unwrap_or(1);
-            if id != 0 && !self.rev_nat_used.contains(&id) {
-                return Ok(id);
-            }
-        }
-        Err(TableError::RevNatExhausted)
+        let used = &self.rev_nat_used;
+        round_robin(
+            &mut self.next_rev_nat,
+            u32::from(u16::MAX),
+            used.len(),
+            |id| u16::try_from(id).is_ok_and(|id| used.contains(&id)),
+        )
+        .and_then(|id| u16::try_from(id).ok())
+        .ok_or(TableError::RevNatExhausted)
     }
+}
+
+/// The next id in 1..=max from `next` on, wrapping, that is not `used` (of which there are
+/// `used_count`). Ids are handed out round-robin so a freed one is not reused at once: a stale
+/// conntrack entry cannot point at another backend or translate replies to another service's
+/// address, and allocation stays O(1) while ids are plentiful.
+fn round_robin(
+    next: &mut u32,
+    max: u32,
+    used_count: usize,
+    used: impl Fn(u32) -> bool,
+) -> Option<u32> {
+    if *next == 0 || *next > max {
+        *next = 1;
+    }
+    // used_count + 1 consecutive ids hold a free one, if there is any.
+    for _ in 0..=used_count {
+        let id = *next;
+        *next = if id == max { 1 } else { id + 1 };
+        if !used(id) {
+            return Some(id);
+        }
+    }
+    None
 }
 
 const fn maglev_key(record: &Lb4Service, index: u32) -> Maglev4Key {
@@ -541,6 +565,20 @@ mod tests {
         // 3 backends + 3 slots + 1 record.
         assert_eq!(t.maps().backends.len(), 3);
         assert_eq!(t.maps().services.len(), 4);
+    }
+
+    #[test]
+    fn round_robin_wraps_skips_used_ids_and_finds_the_last_free_one() {
+        let used = [1, 2, 4];
+        let mut next = 3;
+        let taken = |id| used.contains(&id);
+        assert_eq!(round_robin(&mut next, 4, 3, taken), Some(3));
+        assert_eq!(next, 4);
+        let used = [1, 2, 3, 4];
+        assert_eq!(round_robin(&mut next, 4, 4, |id| used.contains(&id)), None);
+        // Out of range (as after u16::MAX rev-NAT ids) starts over at 1.
+        let mut next = 9;
+        assert_eq!(round_robin(&mut next, 4, 3, |id| id != 4), Some(4));
     }
 
     #[test]
