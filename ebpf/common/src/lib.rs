@@ -156,6 +156,17 @@ pub struct Lb4Service {
 const _: () = assert!(size_of::<Lb4Service>() == 24);
 
 impl Lb4Service {
+    /// The key of slot `index` of this service's live Maglev table.
+    #[must_use]
+    pub const fn maglev_key(&self, index: u32) -> Maglev4Key {
+        Maglev4Key {
+            rev_nat_id: self.rev_nat_id,
+            bank: self.bank,
+            _pad: 0,
+            index,
+        }
+    }
+
     /// The slot-bank bit of the live bank, to combine with a slot number.
     #[must_use]
     pub const fn bank_bit(&self) -> u16 {

@@ -3,7 +3,7 @@
 
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
 use skiff_ebpf_common::{
-    ALG_MAGLEV, Affinity4, Affinity4Key, BACKEND_ACTIVE, Backend4, Lb4Key, Lb4Service, Maglev4Key,
+    ALG_MAGLEV, Affinity4, Affinity4Key, BACKEND_ACTIVE, Backend4, Lb4Key, Lb4Service,
     SCOPE_INTERNAL, STAT_AFFINITY_HIT, STAT_LB_SLOT_MISS, SVC_FLAG_TWO_SCOPES,
 };
 
@@ -66,14 +66,9 @@ pub fn select_backend(
         return Some(selected);
     }
     let id = if svc.algorithm == ALG_MAGLEV && svc.maglev_size != 0 {
-        let slot = Maglev4Key {
-            rev_nat_id: svc.rev_nat_id,
-            bank: svc.bank,
-            _pad: 0,
-            // checked_rem: a division the compiler cannot prove safe would pull in a panic
-            // path, and the verifier rejects any program that has one.
-            index: hash.checked_rem(svc.maglev_size)?,
-        };
+        // checked_rem: a division the compiler cannot prove safe would pull in a panic path,
+        // and the verifier rejects any program that has one.
+        let slot = svc.maglev_key(hash.checked_rem(svc.maglev_size)?);
         // SAFETY: copied out at once.
         unsafe { SKIFF_MAG4_V1.get(&slot).copied() }
     } else {

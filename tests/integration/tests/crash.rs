@@ -71,6 +71,8 @@ fn free_port() -> u16 {
 fn acknowledged_writes_survive_kill_9() {
     let dir = std::env::temp_dir().join(skiff_test_support::unique_name("crash"));
     std::fs::create_dir_all(&dir).unwrap();
+    // Declared before the servers: dropped after them, also when an assertion fails.
+    let _dir = common::RemoveOnDrop(dir.clone());
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut server = start(&dir, port);
@@ -130,5 +132,4 @@ fn acknowledged_writes_survive_kill_9() {
     .unwrap();
     assert_eq!(code, 201);
     drop(_server);
-    let _ = std::fs::remove_dir_all(&dir);
 }

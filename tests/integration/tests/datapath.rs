@@ -117,6 +117,10 @@ fn datapath_loads_attaches_and_acts_in_test_namespaces_only() {
         removed.len() >= 5,
         "links and maps were pinned: {removed:?}"
     );
+    assert!(
+        !pins.path().exists(),
+        "every pin and the directory are gone"
+    );
     let detached = probe(&node, Some(&cgroup), &["tcp", VIP]);
     assert_eq!(
         detached["errno"], ENETUNREACH,

@@ -20,9 +20,6 @@ mod test_run;
 pub use loader::{
     Attachment, Datapath, DatapathConfig, LoadError, attachments, cgroup2_mount, detach_all,
 };
-pub use maglev::{
-    rebalance as maglev_rebalance, table as maglev_table, table_size as maglev_table_size,
-};
 pub use maps::{FakeLbMaps, LbMaps, MapsError};
 pub use model::{
     Algorithm, Backend, BackendState, Frontend, ParseError, Protocol, Scope, Service, ServiceKind,

@@ -123,12 +123,7 @@ impl FakeLbMaps {
         }
         if svc.algorithm == ALG_MAGLEV && svc.count > 0 {
             for index in 0..svc.maglev_size {
-                let mkey = Maglev4Key {
-                    rev_nat_id: svc.rev_nat_id,
-                    bank: svc.bank,
-                    _pad: 0,
-                    index,
-                };
+                let mkey = svc.maglev_key(index);
                 let id = self.maglev.get(&mkey).unwrap_or_else(|| {
                     panic!(
                         "service {key:?} bank {} lacks Maglev slot {index}",

@@ -47,6 +47,7 @@ fn capacity_flag(map: &str) -> Option<&'static str> {
     match map {
         MAP_SERVICES4 => Some("--services-max"),
         MAP_BACKENDS4 => Some("--backends-max"),
+        MAP_MAGLEV4 => Some("--maglev-max"),
         _ => None,
     }
 }

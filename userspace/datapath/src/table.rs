@@ -9,7 +9,7 @@ use std::{
 
 use skiff_ebpf_common::{
     ALG_MAGLEV, BACKEND_FLAG_LOCAL, Backend4, Lb4Key, Lb4Service, MAX_BACKENDS_PER_SERVICE,
-    Maglev4Key, SLOT_BANK_BIT, SVC_FLAG_LOCAL_ONLY, SVC_FLAG_TWO_SCOPES,
+    SLOT_BANK_BIT, SVC_FLAG_LOCAL_ONLY, SVC_FLAG_TWO_SCOPES,
 };
 
 use crate::{
@@ -152,8 +152,9 @@ impl<M: LbMaps> LbTable<M> {
 
     /// Installs or replaces a service. The new backend set is written into the idle slot bank
     /// and published by a single update of the service record, so the datapath sees either the
-    /// old set or the new one, never a mix. Unchanged services cost no map write.
-    pub fn upsert(&mut self, service: &Service) -> Result<(), TableError> {
+    /// old set or the new one, never a mix. Unchanged services cost no map write; returns
+    /// whether anything was written.
+    pub fn upsert(&mut self, service: &Service) -> Result<bool, TableError> {
         let key = service.frontend.key();
         let proto = service.frontend.protocol.number();
         let mut seen = BTreeSet::new();
@@ -208,7 +209,7 @@ impl<M: LbMaps> LbTable<M> {
         if let Some(p) = &prev {
             record.bank = p.record.bank;
             if p.record == record && p.backend_ids == ids {
-                return Ok(());
+                return Ok(false);
             }
             record.bank = 1 - p.record.bank;
             // A table big enough for the new set keeps its size, so flows keep their slots.
@@ -257,7 +258,7 @@ impl<M: LbMaps> LbTable<M> {
         if let Some(prev) = self.services.insert(key, state) {
             self.retire(&key, &prev)?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Removes a service; `false` when there was none.
@@ -366,7 +367,7 @@ impl<M: LbMaps> LbTable<M> {
         }
         for (index, id) in table.iter().enumerate() {
             self.maps
-                .update_maglev(&maglev_key(record, index as u32), *id)?;
+                .update_maglev(&record.maglev_key(index as u32), *id)?;
         }
         self.maps.update_service(key, record)?;
         Ok(())
@@ -386,7 +387,7 @@ impl<M: LbMaps> LbTable<M> {
                 .delete_service(&key.backend_slot(bank_bit, n as u16))?;
         }
         for index in 0..maglev {
-            self.maps.delete_maglev(&maglev_key(record, index as u32))?;
+            self.maps.delete_maglev(&record.maglev_key(index as u32))?;
         }
         Ok(())
     }
@@ -516,15 +517,6 @@ fn round_robin(
     None
 }
 
-const fn maglev_key(record: &Lb4Service, index: u32) -> Maglev4Key {
-    Maglev4Key {
-        rev_nat_id: record.rev_nat_id,
-        bank: record.bank,
-        _pad: 0,
-        index,
-    }
-}
-
 fn identity_of(value: &Backend4) -> BackendIdentity {
     (
         SocketAddrV4::new(
@@ -626,9 +618,15 @@ mod tests {
     #[test]
     fn unchanged_upsert_writes_nothing() {
         let mut t = LbTable::open(FakeLbMaps::new()).unwrap();
-        t.upsert(&svc(1, &[1, 2])).unwrap();
+        assert!(
+            t.upsert(&svc(1, &[1, 2])).unwrap(),
+            "a new service is written"
+        );
         let writes = t.maps().writes;
-        t.upsert(&svc(1, &[1, 2])).unwrap();
+        assert!(
+            !t.upsert(&svc(1, &[1, 2])).unwrap(),
+            "reported as unchanged"
+        );
         assert_eq!(t.maps().writes, writes);
     }
 
@@ -762,7 +760,7 @@ mod tests {
             let record = t.maps().services[&fe(1).key()];
             (0..record.maglev_size)
                 .map(|i| {
-                    let id = t.maps().maglev[&maglev_key(&record, i)];
+                    let id = t.maps().maglev[&record.maglev_key(i)];
                     t.identity_by_id[&id].0
                 })
                 .collect()

@@ -369,16 +369,16 @@ impl<M: LbMaps> Proxy<M> {
         let winner = self.claims.get(&frontend).and_then(|c| c.iter().next());
         let (service, result) = match winner {
             Some((owner, wanted)) => {
-                // LbTable::upsert would write nothing either, but comparing first is what tells
-                // an unchanged frontend from an updated one.
-                let result = if self.table.get(&frontend).as_ref() == Some(wanted) {
-                    report.unchanged += 1;
-                    Ok(())
-                } else {
-                    self.table
-                        .upsert(wanted)
-                        .map(|()| report.upserted += 1)
-                        .map_err(|source| ReconcileError::Upsert { frontend, source })
+                let result = match self.table.upsert(wanted) {
+                    Ok(true) => {
+                        report.upserted += 1;
+                        Ok(())
+                    }
+                    Ok(false) => {
+                        report.unchanged += 1;
+                        Ok(())
+                    }
+                    Err(source) => Err(ReconcileError::Upsert { frontend, source }),
                 };
                 (Some(owner.clone()), result)
             }

@@ -97,6 +97,10 @@ enum DatapathCommand {
         /// Capacity of the conntrack map, used only when it is created.
         #[arg(long, default_value_t = DatapathConfig::default().ct_max)]
         ct_max: u32,
+        /// Capacity of the Maglev map (table size times two banks per Maglev service), used
+        /// only when it is created.
+        #[arg(long, default_value_t = DatapathConfig::default().maglev_max)]
+        maglev_max: u32,
     },
     /// Detach every program and remove every map under the bpffs directory.
     Detach {
@@ -205,6 +209,7 @@ fn datapath(cmd: DatapathCommand) -> anyhow::Result<()> {
             services_max,
             backends_max,
             ct_max,
+            maglev_max,
         } => {
             if cgroup.is_none() && iface.is_empty() {
                 bail!("nothing to attach: give --cgroup PATH and/or --iface NAME");
@@ -214,6 +219,7 @@ fn datapath(cmd: DatapathCommand) -> anyhow::Result<()> {
                 services_max,
                 backends_max,
                 ct_max,
+                maglev_max,
                 snat_ipv4: node_ip,
                 ..DatapathConfig::default()
             };

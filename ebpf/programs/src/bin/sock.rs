@@ -141,8 +141,16 @@ fn translate4(ctx: &SockAddrContext) -> Result<i32, i32> {
         port,
         rev_nat_id: svc.rev_nat_id,
     };
-    // Without the entry the application sees the backend as its peer; the flow still works.
-    let _ = SKIFF_SKRV4_V1.insert(&rev_key, &rev, 0);
+    // An unconnected UDP socket comes here on every sendmsg: write only what changed (an LRU
+    // insert takes a fresh node even for a key it holds). Without the entry the application
+    // sees the backend as its peer; the flow still works.
+    // SAFETY: the value is only read, at once.
+    let known = unsafe { SKIFF_SKRV4_V1.get(&rev_key) }.is_some_and(|r| {
+        r.address == rev.address && r.port == rev.port && r.rev_nat_id == rev.rev_nat_id
+    });
+    if !known {
+        let _ = SKIFF_SKRV4_V1.insert(&rev_key, &rev, 0);
+    }
     bump(STAT_SOCK4_TRANSLATED);
     Ok(SYS_PROCEED)
 }

@@ -73,9 +73,15 @@ pub struct Server {
 impl Server {
     pub fn start(ns: &NetNs, name: &str, port: u16) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
+        // The guard exists before any thread does: if starting panics, its drop stops and joins
+        // whatever runs, so no thread keeps the namespace alive.
+        let mut server = Self {
+            stop: Arc::clone(&stop),
+            threads: Vec::with_capacity(2),
+        };
         let (tx, rx) = mpsc::channel();
         let (tcp_stop, tcp_name, tcp_tx) = (Arc::clone(&stop), name.to_owned(), tx.clone());
-        let tcp = ns.spawn(move || {
+        server.threads.push(ns.spawn(move || {
             let listener = TcpListener::bind(("0.0.0.0", port)).expect("bind tcp");
             listener.set_nonblocking(true).expect("nonblocking");
             tcp_tx.send(()).expect("ready");
@@ -88,9 +94,9 @@ impl Server {
                     Err(_) => thread::sleep(Duration::from_millis(1)),
                 }
             }
-        });
+        }));
         let (udp_stop, udp_name) = (Arc::clone(&stop), name.to_owned());
-        let udp = ns.spawn(move || {
+        server.threads.push(ns.spawn(move || {
             let socket = UdpSocket::bind(("0.0.0.0", port)).expect("bind udp");
             socket
                 .set_read_timeout(Some(Duration::from_millis(20)))
@@ -102,13 +108,10 @@ impl Server {
                     let _ = socket.send_to(format!("{udp_name} {peer}").as_bytes(), peer);
                 }
             }
-        });
+        }));
         rx.recv().expect("tcp server ready");
         rx.recv().expect("udp server ready");
-        Self {
-            stop,
-            threads: vec![tcp, udp],
-        }
+        server
     }
 }
 
@@ -142,11 +145,12 @@ impl Drop for Server {
 
 /// One backend namespace linked to the node.
 pub struct BackendNs {
+    // Fields drop in order: the server's threads leave the namespace before it is deleted.
+    _server: Server,
     pub name: String,
     pub ns: NetNs,
     /// The backend's address (what services point at).
     pub addr: Ipv4Addr,
-    _server: Server,
 }
 
 impl BackendNs {
@@ -300,9 +304,20 @@ pub fn sysctl(ns: &NetNs, setting: &str) {
 /// A `skiff server` started for one test on a free loopback port, with its own data dir,
 /// and the real kubectl pointed at it.
 pub struct ControlPlane {
+    // Fields drop in order: the server is killed before its directory is removed.
+    _server: ChildGuard,
     pub dir: std::path::PathBuf,
     pub kubeconfig: std::path::PathBuf,
-    _server: ChildGuard,
+    _dir: RemoveOnDrop,
+}
+
+/// Removes a directory tree when dropped, also when the test panics.
+pub struct RemoveOnDrop(pub std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl ControlPlane {
@@ -323,6 +338,7 @@ impl ControlPlane {
     fn launch(extra: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(skiff_test_support::unique_name("cp"));
         std::fs::create_dir_all(&dir).unwrap();
+        let dir_guard = RemoveOnDrop(dir.clone());
         let mut cmd = Command::new(skiff_bin());
         cmd.args(["server", "--listen", "127.0.0.1:0"])
             .args(extra)
@@ -342,9 +358,10 @@ impl ControlPlane {
             thread::sleep(Duration::from_millis(20));
         }
         Self {
+            _server: server,
             dir,
             kubeconfig,
-            _server: server,
+            _dir: dir_guard,
         }
     }
 
@@ -405,11 +422,5 @@ impl ControlPlane {
         let path = self.dir.join(name);
         std::fs::write(&path, content).unwrap();
         path.display().to_string()
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
