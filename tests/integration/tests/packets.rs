@@ -201,3 +201,57 @@ fn tc_program_packet_fixtures() {
         }
     });
 }
+
+/// Maglev's point: every node picks the same backend for a flow without sharing state. Two
+/// datapaths with the same service must agree on every flow; random selection would not
+/// (20 flows over 3 backends agree by chance with probability 3^-20).
+#[test]
+#[ignore = "needs root: bpf(), netns"]
+fn maglev_picks_the_same_backend_for_a_flow_on_every_node() {
+    require_root();
+    let node = NetNs::new("pmg");
+    let peer = NetNs::new("pmp");
+    let (pins_a, pins_b) = (BpffsDir::new("pma"), BpffsDir::new("pmb"));
+    node.run(|| {
+        veth_pair(&node, "198.18.0.1/24", &peer, "198.18.0.2/24");
+        veth_pair(&node, "198.19.0.1/24", &peer, "198.19.0.2/24");
+        common::sysctl(&node, "net.ipv4.ip_forward=1");
+        let frontend = addr("198.19.0.1:30090");
+        let mut service = Service::new(
+            Frontend::new(*frontend.ip(), frontend.port(), Protocol::Tcp),
+            ["198.18.0.2:8080", "198.18.0.4:8080", "198.18.0.5:8080"]
+                .iter()
+                .map(|b| Backend::active(addr(b)))
+                .collect(),
+        );
+        service.kind = ServiceKind::NodePort;
+        service.algorithm = skiff_datapath::Algorithm::Maglev;
+        let mut nodes: Vec<Datapath> = [&pins_a, &pins_b]
+            .iter()
+            .map(|pins| {
+                let dp = Datapath::load(skiff_datapath::DatapathConfig {
+                    bpffs: pins.path().to_owned(),
+                    snat_ipv4: Some(Ipv4Addr::new(198, 19, 0, 1)),
+                    ..Default::default()
+                })
+                .expect("load");
+                let mut table = LbTable::open(PinnedLbMaps::open(pins.path()).unwrap()).unwrap();
+                table.upsert(&service).unwrap();
+                dp
+            })
+            .collect();
+        let mut picked = std::collections::BTreeSet::new();
+        for port in 40_000..40_020 {
+            let syn = packet::tcp(addr(&format!("198.19.0.2:{port}")), frontend, SYN);
+            let pick = |dp: &mut Datapath| {
+                let out = dp.test_run_tc(&syn).unwrap();
+                assert_eq!(out.verdict, TC_ACT_REDIRECT);
+                packet::parse(&out.packet).unwrap().dst
+            };
+            let (a, b) = (pick(&mut nodes[0]), pick(&mut nodes[1]));
+            assert_eq!(a, b, "flow from port {port}: the two nodes disagree");
+            picked.insert(a);
+        }
+        assert!(picked.len() >= 2, "20 flows all on one backend: {picked:?}");
+    });
+}
