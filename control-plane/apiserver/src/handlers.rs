@@ -285,13 +285,7 @@ fn name_of(target: &Target) -> &str {
     target.name.as_deref().unwrap_or_default()
 }
 
-fn output<S>(
-    api: &Api<S>,
-    target: &Target,
-    headers: &HeaderMap,
-    obj: &Value,
-) -> ApiResult<Response> {
-    let _ = api;
+fn output(target: &Target, headers: &HeaderMap, obj: &Value) -> ApiResult<Response> {
     match negotiate::table_version(headers) {
         Some(v) => ok(&machinery::table(
             target.resource,
@@ -322,7 +316,7 @@ async fn get<S: Store>(api: &Api<S>, target: &Target, headers: &HeaderMap) -> Ap
     let (obj, _) = read(api, target).await?;
     match target.subresource.as_deref() {
         Some("scale") => ok(&scale_of(&obj)),
-        _ => output(api, target, headers, &obj),
+        _ => output(target, headers, &obj),
     }
 }
 
@@ -877,26 +871,13 @@ async fn update<S: Store>(
     if expected.is_some_and(|e| e != revision) {
         return Err(ApiError::conflict(r, name));
     }
-    if target.subresource.as_deref() == Some("scale") {
-        let replicas = new["spec"]["replicas"].clone();
-        new = old.clone();
-        new["spec"]["replicas"] = replicas;
-    }
-    if target.subresource.as_deref() == Some("finalize") {
-        let finalizers = new["spec"]["finalizers"].clone();
-        new = old.clone();
-        new["spec"]["finalizers"] = finalizers;
-    }
+    let sub = target.subresource.as_deref();
+    new = from_subresource(sub, &old, new);
     new = machinery::record_update(Some(&old), &new, &field_manager(params, headers));
     let warnings = field_validation(r, &new, params)?;
     let stored = write(api, target, params, user, &old, revision, new).await?;
-    let out = if target.subresource.as_deref() == Some("scale") {
-        scale_of(&stored)
-    } else {
-        stored
-    };
     Ok(with_warnings(
-        output(api, target, headers, &out)?,
+        output(target, headers, &to_subresource(sub, stored))?,
         &warnings,
     ))
 }
@@ -930,42 +911,31 @@ async fn patch<S: Store>(
             }
             Err(e) => return Err(e),
         };
-        let base = match target.subresource.as_deref() {
-            Some("scale") => scale_of(&old),
-            _ => old.clone(),
-        };
-        let mut new = machinery::patch(
+        let sub = target.subresource.as_deref();
+        let view = machinery::patch(
             r,
-            target.subresource.as_deref(),
+            sub,
             &content_type,
-            &base,
+            &to_subresource(sub, old.clone()),
             body,
             &manager,
             force,
         )?;
-        if content_type != "application/apply-patch+yaml" {
-            new = machinery::record_update(Some(&base), &new, &manager);
-        }
-        if target.subresource.as_deref() == Some("scale") {
-            let replicas = new["spec"]["replicas"].clone();
-            new = old.clone();
-            new["spec"]["replicas"] = replicas;
-        }
-        if let Some(expected) = objects::resource_version(&new)?
+        // The precondition is the view's: a subresource's projection keeps only its own fields.
+        if let Some(expected) = objects::resource_version(&view)?
             && expected != revision
         {
             return Err(ApiError::conflict(r, name));
         }
+        let mut new = from_subresource(sub, &old, view);
+        if content_type != "application/apply-patch+yaml" {
+            new = machinery::record_update(Some(&old), &new, &manager);
+        }
         let warnings = field_validation(r, &new, params)?;
         match write(api, target, params, user, &old, revision, new).await {
             Ok(stored) => {
-                let out = if target.subresource.as_deref() == Some("scale") {
-                    scale_of(&stored)
-                } else {
-                    stored
-                };
                 return Ok(with_warnings(
-                    output(api, target, headers, &out)?,
+                    output(target, headers, &to_subresource(sub, stored))?,
                     &warnings,
                 ));
             }
@@ -1138,6 +1108,27 @@ async fn delete_collection<S: Store>(
 }
 
 /// The autoscaling/v1 Scale view of a scalable object.
+/// The object a write through `subresource` stores: the fields that subresource owns, taken
+/// from what the client sent (`view`), over everything else of `old`.
+fn from_subresource(subresource: Option<&str>, old: &Value, view: Value) -> Value {
+    let owned = match subresource {
+        Some("scale") => ["spec", "replicas"],
+        Some("finalize") => ["spec", "finalizers"],
+        _ => return view,
+    };
+    let mut new = old.clone();
+    new[owned[0]][owned[1]] = view[owned[0]][owned[1]].clone();
+    new
+}
+
+/// What a client reading or writing through `subresource` sees of `obj`.
+fn to_subresource(subresource: Option<&str>, obj: Value) -> Value {
+    match subresource {
+        Some("scale") => scale_of(&obj),
+        _ => obj,
+    }
+}
+
 fn scale_of(obj: &Value) -> Value {
     let selector = obj["spec"]["selector"]["matchLabels"]
         .as_object()
@@ -1467,6 +1458,8 @@ async fn watch<S: Store>(
     let initial_events = params.flag("sendInitialEvents");
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(256);
     let include = params.get("includeObject").map(str::to_owned);
+    // Lines encoded once for every watcher hold the default includeObject only.
+    let shared_table = include.is_none();
     let encode_row = {
         let version = table;
         move |obj: &Value| -> Value {
@@ -1484,6 +1477,9 @@ async fn watch<S: Store>(
         }
     };
     let start_rv = params.get("resourceVersion").filter(|rv| *rv != "0");
+    // Sent by the streaming task ahead of live events, waiting for the client as they go: a
+    // bounded channel filled before anyone reads it would drop all but its capacity.
+    let mut initial = Vec::new();
     let mut after: Revision = match start_rv {
         Some(rv) if !initial_events => rv
             .parse()
@@ -1498,12 +1494,12 @@ async fn watch<S: Store>(
             for kv in &page.items {
                 let obj = with_type_meta(r, objects::decode(kv)?);
                 if selectors.matches(r, &obj) {
-                    let _ = tx.try_send(watch::event_line("ADDED", &encode_row(&obj)));
+                    initial.push(watch::event_line("ADDED", &encode_row(&obj)));
                 }
             }
             if initial_events {
                 let bookmark = json!({"kind": r.kind, "apiVersion": api_version(r), "metadata": {"resourceVersion": page.revision.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}}});
-                let _ = tx.try_send(watch::event_line("BOOKMARK", &bookmark));
+                initial.push(watch::event_line("BOOKMARK", &bookmark));
             }
             page.revision
         }
@@ -1530,6 +1526,11 @@ async fn watch<S: Store>(
     };
     let interval = api.config.bookmark_interval;
     tokio::spawn(async move {
+        for line in initial {
+            if tx.send(line).await.is_err() {
+                return;
+            }
+        }
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
         let mut ticker = tokio::time::interval(interval);
@@ -1558,9 +1559,9 @@ async fn watch<S: Store>(
                     let now_matches = selectors.matches(r, &change.object);
                     let was_matching = change.prev.as_ref().is_some_and(|p| selectors.matches(r, p));
                     let same_version = change.object["apiVersion"] == r.api_version();
-                    let line = if selectors.is_empty() && same_version {
+                    let line = if selectors.is_empty() && same_version && shared_table {
                         match table {
-                            Some(_) => change.table_line(|o| encode_row(o)).to_vec(),
+                            Some(version) => change.table_line(version, |o| encode_row(o)).to_vec(),
                             None => change.json_line().to_vec(),
                         }
                     } else {
@@ -1571,7 +1572,6 @@ async fn watch<S: Store>(
                             (false, true, false) => "DELETED",
                             _ => continue,
                         };
-                        let event_type = if selectors.is_empty() { change.natural_type() } else { event_type };
                         watch::event_line(event_type, &encode_row(&with_type_meta(r, (*change.object).clone())))
                     };
                     if tx.send(line).await.is_err() {

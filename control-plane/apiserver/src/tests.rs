@@ -177,7 +177,7 @@ async fn updates_check_resource_version_and_bump_generation() {
         (Some("Scale"), Some(3))
     );
     assert_eq!(scale["status"]["selector"], "app=web");
-    let (code, _) = c
+    let (code, patched) = c
         .call(
             "PATCH",
             "/apis/apps/v1/namespaces/default/deployments/web/scale",
@@ -186,6 +186,35 @@ async fn updates_check_resource_version_and_bump_generation() {
         )
         .await;
     assert_eq!(code, StatusCode::OK);
+    assert_eq!(
+        (
+            patched["kind"].as_str(),
+            patched["spec"]["replicas"].as_i64()
+        ),
+        (Some("Scale"), Some(5))
+    );
+    // A stale resourceVersion in the Scale is a conflict, through PATCH as through PUT.
+    let stale = scale["metadata"]["resourceVersion"].clone();
+    let (code, _) = c
+        .call(
+            "PATCH",
+            "/apis/apps/v1/namespaces/default/deployments/web/scale",
+            &[("content-type", "application/merge-patch+json")],
+            Some(json!({"metadata": {"resourceVersion": stale}, "spec": {"replicas": 7}})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CONFLICT);
+    let mut put = scale.clone();
+    put["spec"]["replicas"] = json!(7);
+    let (code, _) = c
+        .call(
+            "PUT",
+            "/apis/apps/v1/namespaces/default/deployments/web/scale",
+            &[("content-type", "application/json")],
+            Some(put.clone()),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CONFLICT);
     let (_, d) = c
         .get("/apis/apps/v1/namespaces/default/deployments/web")
         .await;
@@ -391,6 +420,86 @@ async fn watch_streams_initial_state_then_changes() {
         (Some("ADDED"), Some("b"))
     );
     assert_eq!(third["type"], "DELETED");
+}
+
+/// Reads watch events until `n` have arrived.
+async fn watch_events(body: &mut Body, n: usize) -> Vec<Value> {
+    let mut buf = Vec::new();
+    let mut events = Vec::new();
+    while events.len() < n {
+        let frame = body.frame().await.expect("the watch ended early").unwrap();
+        buf.extend_from_slice(&frame.into_data().unwrap());
+        while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=end).collect();
+            events.push(serde_json::from_slice(&line).unwrap());
+        }
+    }
+    events
+}
+
+#[tokio::test]
+async fn a_watch_without_resource_version_sends_every_existing_object() {
+    let c = Client::new().await;
+    // More than the stream's buffer holds.
+    for i in 0..300 {
+        c.post(
+            "/api/v1/namespaces/default/configmaps",
+            json!({"metadata": {"name": format!("cm-{i}")}}),
+        )
+        .await;
+    }
+    let req = Request::builder()
+        .uri("/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=5&sendInitialEvents=true&allowWatchBookmarks=true")
+        .body(Body::empty())
+        .unwrap();
+    let mut body = c.app.clone().oneshot(req).await.unwrap().into_body();
+    let events = watch_events(&mut body, 301).await;
+    let added = events.iter().filter(|e| e["type"] == "ADDED").count();
+    assert_eq!(added, 300);
+    assert_eq!(events[300]["type"], "BOOKMARK");
+    assert_eq!(
+        events[300]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+}
+
+#[tokio::test]
+async fn table_watchers_of_different_versions_each_get_their_own() {
+    let c = Client::new().await;
+    // From the current revision, so both share the resource's feed (and its encoded lines).
+    let (_, list) = c.get("/api/v1/namespaces/default/configmaps").await;
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut bodies = Vec::new();
+    for version in ["v1", "v1beta1"] {
+        let req = Request::builder()
+            .uri(format!("/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=5&resourceVersion={rv}"))
+            .header(
+                "accept",
+                format!("application/json;as=Table;v={version};g=meta.k8s.io"),
+            )
+            .body(Body::empty())
+            .unwrap();
+        bodies.push((
+            version,
+            c.app.clone().oneshot(req).await.unwrap().into_body(),
+        ));
+    }
+    c.post(
+        "/api/v1/namespaces/default/configmaps",
+        json!({"metadata": {"name": "t"}}),
+    )
+    .await;
+    for (version, body) in &mut bodies {
+        let events = watch_events(body, 1).await;
+        assert_eq!(
+            events[0]["object"]["apiVersion"],
+            format!("meta.k8s.io/{version}"),
+            "{events:?}"
+        );
+    }
 }
 
 #[tokio::test]

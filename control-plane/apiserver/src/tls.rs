@@ -188,11 +188,6 @@ impl Pki {
         &self.ca_pem
     }
 
-    #[must_use]
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Issues a new leaf certificate.
     pub fn issue(&self, spec: &LeafSpec) -> Result<Leaf, PkiError> {
         let mut params = CertificateParams::new(spec.sans.clone())?;

@@ -31,7 +31,9 @@ pub struct Change {
     pub prev: Option<Arc<Value>>,
     pub deleted: bool,
     json: OnceLock<Vec<u8>>,
-    table: OnceLock<Vec<u8>>,
+    /// The Table event line per Table version (meta.k8s.io v1, v1beta1), for watchers with
+    /// the default includeObject.
+    tables: [OnceLock<Vec<u8>>; 2],
 }
 
 impl Change {
@@ -55,7 +57,7 @@ impl Change {
             prev: prev.map(Arc::new),
             deleted,
             json: OnceLock::new(),
-            table: OnceLock::new(),
+            tables: [OnceLock::new(), OnceLock::new()],
         })
     }
 
@@ -78,9 +80,9 @@ impl Change {
     }
 
     /// The natural event with the object as a one-row Table, encoded once.
-    pub fn table_line(&self, make: impl FnOnce(&Value) -> Value) -> &[u8] {
-        self.table
-            .get_or_init(|| event_line(self.natural_type(), &make(&self.object)))
+    pub fn table_line(&self, version: &str, make: impl FnOnce(&Value) -> Value) -> &[u8] {
+        let slot = usize::from(version == "v1beta1");
+        self.tables[slot].get_or_init(|| event_line(self.natural_type(), &make(&self.object)))
     }
 }
 

@@ -21,10 +21,16 @@ def main(kubeconfig):
     def watcher():
         w = watch.Watch()
         ready.set()
-        for event in w.stream(core.list_namespaced_config_map, "default", timeout_seconds=5):
+        for event in w.stream(
+            core.list_namespaced_config_map, "default", label_selector="from=python", timeout_seconds=5
+        ):
             events.append((event["type"], event["object"].metadata.name))
             if len(events) >= 3:
                 w.stop()
+
+    # Not labelled: the selector of the list and of the watch must leave it out.
+    plain = client.V1ConfigMap(metadata=client.V1ObjectMeta(name="py-plain"), data={"c": "3"})
+    core.create_namespaced_config_map("default", plain)
 
     t = threading.Thread(target=watcher)
     t.start()

@@ -218,7 +218,7 @@ fn rbac_walkthrough_and_refusals() {
         "{}",
         String::from_utf8_lossy(&openssl.stderr)
     );
-    let (_, body) = curl(&[
+    let (ok, body) = curl(&[
         "--cert",
         other.join("cert.pem").to_str().unwrap(),
         "--key",
@@ -229,6 +229,8 @@ fn rbac_walkthrough_and_refusals() {
         !body.contains("NamespaceList"),
         "a foreign certificate listed namespaces: {body}"
     );
+    // Refused in the TLS handshake (the server stays up: kubectl uses it just below).
+    assert!(!ok, "a foreign certificate got an answer: {body}");
 
     // A token of a deleted ServiceAccount.
     cp.ok(&["delete", "sa", "viewer"]);

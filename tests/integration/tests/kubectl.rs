@@ -109,6 +109,11 @@ fn workflow(minor: u32) {
 
     // Imperative edits.
     cp.ok(&["scale", "deployment", "web", "--replicas=4"]);
+    assert_eq!(
+        cp.json(&["get", "deployment", "web"])["spec"]["replicas"],
+        4,
+        "kubectl scale went through the scale subresource"
+    );
     cp.ok(&["label", "deployment", "web", "tier=front"]);
     cp.ok(&["annotate", "deployment", "web", "owner=team-a"]);
     cp.ok(&["set", "image", "deployment/web", "nginx=nginx:1.27"]);
