@@ -149,32 +149,40 @@ pub async fn ensure_bootstrap<S: Store>(api: &ApiServer<S>) -> Result<(), ApiErr
     Ok(())
 }
 
-async fn load<S: Store>(api: &ApiServer<S>, prefix: &str) -> Result<(Vec<Value>, i64), StoreError> {
-    let page = api.store.list(prefix, None, None, None).await?;
-    let items = page
+async fn load<S: Store>(
+    api: &ApiServer<S>,
+    prefix: &str,
+    revision: i64,
+) -> Result<Vec<Value>, StoreError> {
+    let page = api.store.list(prefix, Some(revision), None, None).await?;
+    Ok(page
         .items
         .iter()
         .filter_map(|kv| objects::decode(kv).ok())
-        .collect();
-    Ok((items, page.revision))
+        .collect())
 }
 
 /// Rebuilds the snapshot (and stores aggregated ClusterRoles) from the store.
 async fn rebuild<S: Store>(api: &ApiServer<S>, authz: &RbacAuthorizer) -> Result<i64, StoreError> {
+    // Every prefix at one revision, the one the watches then start from: a change between two
+    // of the lists is in the snapshot or in the replay, never in neither.
+    let revision = api.store.current_revision().await?;
     let mut all = Vec::new();
-    let mut revision = 0;
     let mut cluster_roles = Vec::new();
     for plural in RBAC_KINDS {
-        let (items, rev) = load(api, &registry::storage_prefix(rbac_resource(plural))).await?;
-        revision = revision.max(rev);
+        let items = load(
+            api,
+            &registry::storage_prefix(rbac_resource(plural)),
+            revision,
+        )
+        .await?;
         if plural == "clusterroles" {
             cluster_roles.clone_from(&items);
         }
         all.extend(items);
     }
     let pods = registry::find("", "v1", "pods").expect("served");
-    let (pods, rev) = load(api, &registry::storage_prefix(pods)).await?;
-    revision = revision.max(rev);
+    let pods = load(api, &registry::storage_prefix(pods), revision).await?;
     *authz
         .snapshot
         .write()
