@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use aya_build::{Package, Toolchain};
 
 /// The eBPF binaries of ebpf/programs, as named in its Cargo.toml.
-const OBJECTS: [&str; 2] = ["skiff-sock", "skiff-tc"];
+const OBJECTS: [&str; 3] = ["skiff-sock", "skiff-tc", "skiff-pod"];
 
 fn main() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);

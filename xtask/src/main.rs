@@ -4,6 +4,8 @@
 mod bench;
 mod bench_api;
 mod bench_api_auth;
+mod bench_cni;
+mod bench_scheduler;
 mod codegen;
 mod setup;
 

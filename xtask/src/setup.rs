@@ -18,6 +18,10 @@ const APT_PACKAGES: &[&str] = &[
     "umoci",
     "skopeo",
     "docker-registry",
+    // Debian's CNI plugins (chained with skiff-cni in tests; the bridge baseline) and podman,
+    // a third-party runtime that execs skiff-cni through its CNI backend
+    "containernetworking-plugins",
+    "podman",
     // etcd for the HA store
     "etcd-server",
     "etcd-client",

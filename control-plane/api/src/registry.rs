@@ -509,6 +509,28 @@ pub static RESOURCES: &[Resource] = &[
         NONE,
         &[],
     ),
+    // certificates.k8s.io/v1
+    res(
+        "certificates.k8s.io",
+        "v1",
+        "CertificateSigningRequest",
+        "certificatesigningrequests",
+        "certificatesigningrequest",
+        false,
+        CRUD,
+        &["csr"],
+        NONE,
+        &[
+            status!("certificates.k8s.io", "v1", "CertificateSigningRequest"),
+            sub(
+                "approval",
+                "certificates.k8s.io",
+                "v1",
+                "CertificateSigningRequest",
+                STATUS_VERBS,
+            ),
+        ],
+    ),
     // reviews: computed per request, never stored
     res(
         "authorization.k8s.io",

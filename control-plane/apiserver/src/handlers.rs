@@ -212,7 +212,10 @@ async fn resource<S: Store>(
         }
     };
     if let Some(sub) = target.subresource.as_deref()
-        && !matches!(sub, "status" | "scale" | "binding" | "finalize" | "token")
+        && !matches!(
+            sub,
+            "status" | "scale" | "binding" | "finalize" | "token" | "approval"
+        )
     {
         return Err(ApiError::unavailable(format!(
             "{}/{sub} is served by the node agent, which is not running in this cluster yet",
@@ -645,11 +648,17 @@ async fn create_object<S: Store>(
     meta.insert("uid".into(), json!(objects::new_uid()));
     meta.insert("creationTimestamp".into(), json!(objects::now()));
     meta.insert("generation".into(), json!(1));
+    if r.kind == "Job" && r.group == "batch" {
+        job_selector(&mut obj, &name);
+    }
     let warnings = field_validation(r, &obj, params)?;
     machinery::validate(r, &obj, None)?;
     rbac_write_check(api, user, r, &obj, None)?;
     if r.kind == "Secret" && r.group.is_empty() {
         fill_legacy_token(api, &mut obj).await?;
+    }
+    if r.kind == "CertificateSigningRequest" {
+        fill_requestor(user, &mut obj);
     }
     let owner = format!("{}/{name}", ns.as_deref().unwrap_or_default());
     let held = if r.kind == "Service" && r.group.is_empty() {
@@ -688,6 +697,51 @@ async fn create_object<S: Store>(
     }
 }
 
+/// A Job's pods are selected by its uid, which only exists once it is created (upstream's
+/// generateSelector), unless the client manages the selector itself (`manualSelector`).
+fn job_selector(obj: &mut Value, name: &str) {
+    if obj["spec"]["manualSelector"].as_bool() == Some(true) {
+        return;
+    }
+    let uid = obj["metadata"]["uid"].clone();
+    let labels = json!({
+        "batch.kubernetes.io/controller-uid": uid,
+        "batch.kubernetes.io/job-name": name,
+        "controller-uid": uid,
+        "job-name": name,
+    });
+    let template = &mut obj["spec"]["template"]["metadata"]["labels"];
+    if !template.is_object() {
+        *template = json!({});
+    }
+    if let (Some(template), Some(labels)) = (template.as_object_mut(), labels.as_object()) {
+        for (k, v) in labels {
+            template.insert(k.clone(), v.clone());
+        }
+    }
+    obj["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+}
+
+/// A CertificateSigningRequest records who asked, from the authenticated identity (never from
+/// the body: approvers and signers decide on it), and starts with no status.
+fn fill_requestor(user: Option<&User>, obj: &mut Value) {
+    let spec = &mut obj["spec"];
+    match user {
+        Some(u) => {
+            spec["username"] = json!(u.username);
+            spec["uid"] = json!(u.uid);
+            spec["groups"] = json!(u.groups);
+            spec["extra"] = json!(u.extra);
+        }
+        None => {
+            for field in ["username", "uid", "groups", "extra"] {
+                spec.as_object_mut().map(|m| m.remove(field));
+            }
+        }
+    }
+    obj.as_object_mut().map(|m| m.remove("status"));
+}
+
 /// Escalation prevention: a Role or binding may only grant what its writer holds (or may
 /// `escalate`/`bind`).
 fn rbac_write_check<S>(
@@ -723,6 +777,17 @@ fn merge_for_subresource(r: &Resource, sub: Option<&str>, old: &Value, new: &mut
             if let Some(status) = status {
                 new["status"] = status;
             }
+        }
+        // Only the approval conditions change through /approval (kubectl certificate approve).
+        Some("approval") => {
+            let conditions = new["status"]["conditions"].clone();
+            *new = old.clone();
+            new["status"]["conditions"] = conditions;
+        }
+        // A request is immutable once made: what was asked, and by whom, stays what was signed.
+        None if r.kind == "CertificateSigningRequest" => {
+            new["spec"] = old["spec"].clone();
+            new["status"] = old["status"].clone();
         }
         None if has_status => match old.get("status") {
             Some(status) => new["status"] = status.clone(),
@@ -1328,6 +1393,7 @@ async fn bind<S: Store>(
             ));
         }
         pod["spec"]["nodeName"] = json!(node);
+        set_pod_scheduled(&mut pod);
         let key = objects::key(r, namespace_of(target)?, name);
         match api
             .store
@@ -1345,6 +1411,22 @@ async fn bind<S: Store>(
         }
     }
     Err(ApiError::conflict(r, name))
+}
+
+/// A bound pod is scheduled: PodScheduled=True replaces the scheduler's Unschedulable verdict
+/// (upstream's binding registry does the same).
+fn set_pod_scheduled(pod: &mut Value) {
+    let now = objects::now();
+    let scheduled = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
+                           "lastTransitionTime": now});
+    let conditions = &mut pod["status"]["conditions"];
+    if !conditions.is_array() {
+        *conditions = json!([]);
+    }
+    if let Some(list) = conditions.as_array_mut() {
+        list.retain(|c| c["type"] != "PodScheduled");
+        list.insert(0, scheduled);
+    }
 }
 
 /// Access and identity reviews, answered by the server's authorizer. Without one (the

@@ -24,6 +24,8 @@ mod paths;
 pub mod rbac;
 pub mod satoken;
 pub mod serve;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tls;
 mod watch;
 

@@ -58,6 +58,28 @@ impl RbacAuthorizer {
     }
 }
 
+impl RbacAuthorizer {
+    fn apply_pod_change(&self, change: &crate::watch::Change) {
+        if !change.deleted && !NodeGraph::affected_by(change.prev.as_deref(), &change.object) {
+            return;
+        }
+        let mut guard = self
+            .nodes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Copies the graph only while a request still holds the previous one.
+        let graph = Arc::make_mut(&mut guard);
+        if change.deleted {
+            graph.remove_pod(
+                objects::meta_str(&change.object, "namespace").unwrap_or_default(),
+                objects::meta_str(&change.object, "name").unwrap_or_default(),
+            );
+        } else {
+            graph.add_pod(&change.object);
+        }
+    }
+}
+
 impl Authorizer for RbacAuthorizer {
     fn authorize(
         &self,
@@ -220,8 +242,9 @@ async fn rebuild<S: Store>(api: &ApiServer<S>, authz: &RbacAuthorizer) -> Result
     Ok(revision)
 }
 
-/// Keeps the authorizer's snapshot current: rebuilt whenever an RBAC object or a pod changes
-/// (changes arriving together are folded into one rebuild).
+/// Keeps the authorizer's snapshot current: rebuilt whenever an RBAC object changes (changes
+/// arriving together are folded into one rebuild); the node graph follows pod changes one by one,
+/// and only those that can change it (a pod's node or references, not its status).
 pub async fn refresh<S: Store>(api: Arc<ApiServer<S>>, authz: Arc<RbacAuthorizer>) {
     loop {
         let revision = match rebuild(&api, &authz).await {
@@ -232,15 +255,12 @@ pub async fn refresh<S: Store>(api: Arc<ApiServer<S>>, authz: Arc<RbacAuthorizer
                 continue;
             }
         };
-        let pods = registry::find("", "v1", "pods").expect("served");
-        let prefixes: Vec<String> = RBAC_KINDS
-            .iter()
-            .map(|p| registry::storage_prefix(rbac_resource(p)))
-            .chain(std::iter::once(registry::storage_prefix(pods)))
-            .collect();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
         let mut tasks = Vec::new();
-        for prefix in prefixes {
+        for prefix in RBAC_KINDS
+            .iter()
+            .map(|p| registry::storage_prefix(rbac_resource(p)))
+        {
             let Ok(mut sub) = api.hub.subscribe(&prefix, revision).await else {
                 continue;
             };
@@ -249,6 +269,22 @@ pub async fn refresh<S: Store>(api: Arc<ApiServer<S>>, authz: Arc<RbacAuthorizer
                 while let Some(Ok(_)) = sub.next().await {
                     let _ = tx.try_send(());
                 }
+                let _ = tx.try_send(());
+            }));
+        }
+        let pods = registry::find("", "v1", "pods").expect("served");
+        if let Ok(mut sub) = api
+            .hub
+            .subscribe(&registry::storage_prefix(pods), revision)
+            .await
+        {
+            let tx = tx.clone();
+            let authz = Arc::clone(&authz);
+            tasks.push(tokio::spawn(async move {
+                while let Some(Ok(change)) = sub.next().await {
+                    authz.apply_pod_change(&change);
+                }
+                // The feed ended (compaction, restart): start over from a full list.
                 let _ = tx.try_send(());
             }));
         }

@@ -535,3 +535,149 @@ async fn namespace_deletion_removes_its_contents() {
     );
     bg.abort();
 }
+
+#[tokio::test]
+async fn jobs_get_a_selector_by_their_uid_unless_they_manage_it() {
+    let c = Client::new().await;
+    let job = |name: &str, manual: bool| {
+        json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+            "spec": {"manualSelector": manual,
+                     "selector": if manual { json!({"matchLabels": {"mine": "yes"}}) } else { Value::Null },
+                     "template": {"metadata": {"labels": {"mine": "yes"}},
+                                  "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}})
+    };
+    let (_, created) = c
+        .post("/apis/batch/v1/namespaces/default/jobs", job("pi", false))
+        .await;
+    let uid = created["metadata"]["uid"].as_str().unwrap();
+    assert_eq!(
+        created["spec"]["selector"],
+        json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}})
+    );
+    let labels = &created["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(labels["batch.kubernetes.io/job-name"], "pi");
+    assert_eq!(labels["controller-uid"], uid);
+    assert_eq!(labels["mine"], "yes");
+    let (_, manual) = c
+        .post("/apis/batch/v1/namespaces/default/jobs", job("own", true))
+        .await;
+    assert_eq!(
+        manual["spec"]["selector"],
+        json!({"matchLabels": {"mine": "yes"}})
+    );
+}
+
+#[tokio::test]
+async fn certificate_requests_record_their_requestor_and_change_only_through_approval() {
+    let c = Client::new().await;
+    use base64::Engine as _;
+    let pem = "-----BEGIN CERTIFICATE REQUEST-----\nMA==\n-----END CERTIFICATE REQUEST-----\n";
+    let (code, created) = c
+        .call(
+            "POST",
+            "/apis/certificates.k8s.io/v1/certificatesigningrequests",
+            &[("content-type", "application/json")],
+            Some(
+                json!({"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+                "metadata": {"name": "n1"},
+                "spec": {"signerName": "kubernetes.io/kube-apiserver-client", "username": "forged",
+                         "request": base64::engine::general_purpose::STANDARD.encode(pem),
+                         "usages": ["client auth"]},
+                "status": {"certificate": "Zm9yZ2Vk"}}),
+            ),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+    assert!(
+        created["spec"].get("username").is_none(),
+        "no requestor is taken from the body"
+    );
+    assert!(
+        created.get("status").is_none_or(Value::is_null),
+        "{created}"
+    );
+    // A plain update may not change the request ...
+    let mut edited = created.clone();
+    edited["spec"]["signerName"] = json!("example.com/other");
+    edited["status"] = json!({"conditions": [{"type": "Approved", "status": "True"}]});
+    let (code, updated) = c
+        .call(
+            "PUT",
+            "/apis/certificates.k8s.io/v1/certificatesigningrequests/n1",
+            &[("content-type", "application/json")],
+            Some(edited),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{updated}");
+    assert_eq!(
+        updated["spec"]["signerName"],
+        "kubernetes.io/kube-apiserver-client"
+    );
+    assert!(updated["status"]["conditions"].is_null(), "{updated}");
+    // ... the approval subresource writes only the conditions.
+    let mut approve = updated.clone();
+    approve["status"] = json!({"conditions": [{"type": "Approved", "status": "True", "reason": "ByHand"}],
+                               "certificate": "Zm9yZ2Vk"});
+    approve["spec"]["usages"] = json!(["server auth"]);
+    let (code, approved) = c
+        .call(
+            "PUT",
+            "/apis/certificates.k8s.io/v1/certificatesigningrequests/n1/approval",
+            &[("content-type", "application/json")],
+            Some(approve),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{approved}");
+    assert_eq!(approved["status"]["conditions"][0]["type"], "Approved");
+    assert!(approved["status"]["certificate"].is_null());
+    assert_eq!(approved["spec"]["usages"], json!(["client auth"]));
+}
+
+#[tokio::test]
+async fn binding_assigns_a_node_once_and_marks_the_pod_scheduled() {
+    let c = Client::new().await;
+    c.post(
+        "/api/v1/namespaces/default/pods",
+        json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}}),
+    )
+    .await;
+    let (code, _) = c
+        .call(
+            "PATCH",
+            "/api/v1/namespaces/default/pods/p/status",
+            &[("content-type", "application/merge-patch+json")],
+            Some(json!({"status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]}})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"},
+                         "target": {"kind": "Node", "name": "n1"}});
+    let (code, _) = c
+        .call(
+            "POST",
+            "/api/v1/namespaces/default/pods/p/binding",
+            &[("content-type", "application/json")],
+            Some(binding.clone()),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED);
+    let (_, pod) = c
+        .call("GET", "/api/v1/namespaces/default/pods/p", &[], None)
+        .await;
+    assert_eq!(pod["spec"]["nodeName"], "n1");
+    let conditions = pod["status"]["conditions"].as_array().unwrap();
+    assert_eq!(conditions.len(), 1, "{conditions:?}");
+    assert_eq!(conditions[0]["type"], "PodScheduled");
+    assert_eq!(conditions[0]["status"], "True");
+    let (code, conflict) = c
+        .call(
+            "POST",
+            "/api/v1/namespaces/default/pods/p/binding",
+            &[("content-type", "application/json")],
+            Some(binding),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CONFLICT, "{conflict}");
+}

@@ -14,8 +14,8 @@ use std::{
 };
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SerialNumber,
 };
 use rustls::{
     ClientConfig, RootCertStore, ServerConfig,
@@ -46,6 +46,10 @@ pub enum PkiError {
     BadCertificate { path: PathBuf, message: String },
     #[error("TLS configuration: {0}")]
     Tls(String),
+    #[error(
+        "usage {0:?} cannot be signed (allowed: digital signature, key encipherment, client auth, server auth)"
+    )]
+    Usage(String),
 }
 
 /// What a leaf certificate is for.
@@ -223,6 +227,42 @@ impl Pki {
             key_pem: key.serialize_pem(),
             not_after: params.not_after,
         })
+    }
+
+    /// Signs a PKCS#10 request (PEM) with the cluster CA for `usages`, as kube-controller-manager's
+    /// csrsigning does: subject and SANs come from the request (whose signature is checked), key
+    /// usages only from what the approved request allows, never the CA flag.
+    pub fn sign_request(
+        &self,
+        request_pem: &str,
+        usages: &[&str],
+        lifetime: Duration,
+    ) -> Result<String, PkiError> {
+        let mut csr = CertificateSigningRequestParams::from_pem(request_pem)?;
+        let params = &mut csr.params;
+        params.is_ca = IsCa::NoCa;
+        params.key_usages = Vec::new();
+        params.extended_key_usages = Vec::new();
+        for usage in usages {
+            match *usage {
+                "digital signature" => params.key_usages.push(KeyUsagePurpose::DigitalSignature),
+                "key encipherment" => params.key_usages.push(KeyUsagePurpose::KeyEncipherment),
+                "client auth" => params
+                    .extended_key_usages
+                    .push(ExtendedKeyUsagePurpose::ClientAuth),
+                "server auth" => params
+                    .extended_key_usages
+                    .push(ExtendedKeyUsagePurpose::ServerAuth),
+                other => return Err(PkiError::Usage(other.to_owned())),
+            }
+        }
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::minutes(5);
+        params.not_after = now + lifetime.min(LEAF_LIFETIME);
+        params.serial_number = Some(SerialNumber::from_slice(uuid::Uuid::new_v4().as_bytes()));
+        params.use_authority_key_identifier_extension = true;
+        let issuer = Issuer::new(ca_params(), &self.ca_key);
+        Ok(csr.signed_by(&issuer)?.pem())
     }
 
     /// The leaf `name` (files NAME.crt and NAME.key), issued anew when missing, expiring
@@ -432,6 +472,49 @@ mod tests {
         assert!(
             pki.ensure("server", &more).unwrap().1,
             "new names get a new certificate"
+        );
+        fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn requests_are_signed_for_the_granted_usages_only() {
+        let d = dir();
+        let pki = Pki::load_or_create(&d).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "system:node:n1");
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "system:nodes");
+        // Asking to be a CA gets nothing of the kind.
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let request = params.serialize_request(&key).unwrap().pem().unwrap();
+        let cert = pki
+            .sign_request(
+                &request,
+                &["digital signature", "client auth"],
+                Duration::from_secs(3600),
+            )
+            .unwrap();
+        let der = CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+        let (cn, groups) = certificate_identity(&der).unwrap();
+        assert_eq!(
+            (cn.as_str(), groups),
+            ("system:node:n1", vec!["system:nodes".to_owned()])
+        );
+        let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
+        assert!(!parsed.is_ca());
+        let validity = parsed.validity().time_to_expiration().unwrap();
+        assert!(validity.whole_seconds() <= 3600 && validity.whole_seconds() > 3000);
+        assert!(matches!(
+            pki.sign_request(&request, &["cert sign"], Duration::from_secs(60)),
+            Err(PkiError::Usage(_))
+        ));
+        assert!(
+            pki.sign_request("not a request", &["client auth"], Duration::from_secs(60))
+                .is_err()
         );
         fs::remove_dir_all(d).unwrap();
     }

@@ -400,9 +400,31 @@ pub const STAT_AFFINITY_HIT: u32 = 11;
 /// Number of counters in [`MAP_STATS`].
 pub const STAT_MAX: u32 = 16;
 
+/// Pods on this node (hash): pod IPv4 address (`u32`, network byte order) -> [`Endpoint4`].
+/// Written by skiff-cni on ADD and DEL; read by the `skiff-pod` tc program.
+pub const MAP_ENDPOINTS4: &str = "SKIFF_EP4_V1";
+/// Default capacity of [`MAP_ENDPOINTS4`] (pods per node, with a wide margin).
+pub const DEFAULT_ENDPOINTS_MAX: u32 = 16_384;
+const _: () = assert!(MAP_ENDPOINTS4.len() <= 15);
+
+/// Value of [`MAP_ENDPOINTS4`]: how to hand a packet straight to a local pod. 16 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Endpoint4 {
+    /// Index of the pod's host-side veth (in the node's namespace).
+    pub ifindex: u32,
+    /// MAC of the pod's interface: the destination of frames delivered to it.
+    pub pod_mac: [u8; 6],
+    /// MAC of the host-side veth: the source the pod expects (its gateway's neighbour entry).
+    pub host_mac: [u8; 6],
+}
+const _: () = assert!(size_of::<Endpoint4>() == 16);
+
 #[cfg(feature = "user")]
 mod pod {
     #![expect(unsafe_code, reason = "aya::Pod is an unsafe marker trait")]
+    // SAFETY: #[repr(C)], Copy, integers and byte arrays adding up to 16 bytes: no padding.
+    unsafe impl aya::Pod for super::Endpoint4 {}
     // SAFETY: all of these are #[repr(C)], Copy, made only of integers, with explicit padding
     // fields, so every bit pattern is valid and there is no uninitialised padding.
     unsafe impl aya::Pod for super::Lb4Key {}

@@ -14,6 +14,7 @@ mod maglev;
 mod maps;
 mod model;
 mod pinned;
+mod pod;
 mod table;
 mod test_run;
 
@@ -27,5 +28,6 @@ pub use model::{
 pub use pinned::{
     CtFlow, MapUsage, PinnedLbMaps, Stats, gc_conntrack, map_usage, read_conntrack, read_stats,
 };
+pub use pod::{EndpointError, EndpointMap, PodDatapath, PodEndpoint};
 pub use table::{LbTable, TableError};
 pub use test_run::TestRun;

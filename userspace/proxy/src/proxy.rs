@@ -8,7 +8,7 @@
 //! ones alone, so a restarted agent does not disturb traffic.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::Arc,
 };
 
@@ -181,6 +181,75 @@ impl<M: LbMaps> Proxy<M> {
         let key = ObjectKey::from_meta("EndpointSlice", &slice.metadata)?;
         self.remove_slice(&key);
         Ok(())
+    }
+
+    /// Makes `services` the whole set of Services (a relist): those it lacks are forgotten, the
+    /// others applied. Nothing reaches the maps before the next sync, so a relist is atomic
+    /// as the datapath sees it. Returns the objects refused (no name).
+    pub fn replace_services<'a>(
+        &mut self,
+        services: impl IntoIterator<Item = &'a Service>,
+    ) -> Vec<InputError> {
+        let mut refused = Vec::new();
+        let mut keep = BTreeSet::new();
+        for service in services {
+            match self.apply_service(service) {
+                Ok(()) => {
+                    // apply_service just parsed the name successfully.
+                    if let Ok(key) = ObjectKey::from_meta("Service", &service.metadata) {
+                        keep.insert(key);
+                    }
+                }
+                Err(error) => refused.push(error),
+            }
+        }
+        let gone: Vec<ObjectKey> = self
+            .services
+            .keys()
+            .filter(|key| !keep.contains(*key))
+            .cloned()
+            .collect();
+        for key in gone {
+            self.services.remove(&key);
+            self.dirty.insert(key);
+        }
+        refused
+    }
+
+    /// Makes `slices` the whole set of EndpointSlices (a relist), like
+    /// [`Proxy::replace_services`].
+    pub fn replace_endpoint_slices<'a>(
+        &mut self,
+        slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    ) -> Vec<InputError> {
+        let mut refused = Vec::new();
+        let mut keep = HashSet::new();
+        for slice in slices {
+            match self.apply_endpoint_slice(slice) {
+                Ok(()) => {
+                    if let Ok(key) = ObjectKey::from_meta("EndpointSlice", &slice.metadata) {
+                        keep.insert(key);
+                    }
+                }
+                Err(error) => refused.push(error),
+            }
+        }
+        let gone: Vec<ObjectKey> = self
+            .slices
+            .keys()
+            .filter(|key| !keep.contains(*key))
+            .cloned()
+            .collect();
+        for key in gone {
+            self.remove_slice(&key);
+        }
+        refused
+    }
+
+    /// How many Services and (relevant) EndpointSlices the proxy holds.
+    #[must_use]
+    pub fn object_counts(&self) -> (usize, usize) {
+        (self.services.len(), self.slices.len())
     }
 
     /// Changes the node's name or addresses. Rare, and it changes which backends are local and

@@ -36,6 +36,8 @@ enum Command {
     Up(UpArgs),
     /// Run the control plane: the Kubernetes API server and its store.
     Server(crate::server::ServerArgs),
+    /// Run a node: join the cluster, then its service load balancer and cluster DNS.
+    Agent(crate::agent::AgentArgs),
     /// Bootstrap tokens for joining nodes.
     #[command(subcommand)]
     Token(crate::token::TokenCommand),
@@ -54,9 +56,13 @@ enum Command {
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
-    /// State directory (pins, and later the store and kubeconfig).
+    /// State directory: the store, the cluster's certificates and the admin kubeconfig
+    /// (DATA_DIR/kubeconfig.yaml).
     #[arg(long, default_value = "/var/lib/skiff")]
     pub data_dir: PathBuf,
+    /// Where the API server listens (kubectl on this machine reaches it there).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub listen: std::net::SocketAddr,
     /// Run the node in its own network namespace and cgroup, leaving the host untouched.
     #[arg(long)]
     pub sandbox: bool,
@@ -188,6 +194,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => sandbox::up(&args),
         Command::Server(args) => crate::server::run(&args),
+        Command::Agent(args) => crate::agent::run(&args),
         Command::Token(cmd) => crate::token::run(cmd),
         Command::Datapath(cmd) => datapath(cmd),
         Command::Lb(cmd) => lb(cmd),

@@ -1,6 +1,7 @@
-//! skiff: the command-line entry point (up, server, token, datapath, lb, ct, version).
+//! skiff: the command-line entry point (up, server, agent, token, datapath, lb, ct, version).
 #![forbid(unsafe_code)]
 
+mod agent;
 mod cli;
 mod output;
 mod sandbox;
@@ -15,6 +16,12 @@ use clap::Parser as _;
 const EX_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
+    // A parent (`skiff up`) may have blocked these to wait for them; every skiff process must
+    // see them to shut down cleanly, and the mask is inherited across exec.
+    let mut stop = nix::sys::signal::SigSet::empty();
+    stop.add(nix::sys::signal::Signal::SIGINT);
+    stop.add(nix::sys::signal::Signal::SIGTERM);
+    let _ = stop.thread_unblock();
     let args = match cli::Cli::try_parse() {
         Ok(args) => args,
         Err(e) => {

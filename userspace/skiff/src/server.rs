@@ -4,7 +4,7 @@
 //! bind the listener (after which nothing is expected to fail), serve, and on SIGINT/SIGTERM
 //! stop accepting, drain in-flight requests for a bounded time, and exit.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
@@ -27,7 +27,7 @@ use tracing::{info, warn};
 /// How long in-flight requests (watches included) get to finish on shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct ServerArgs {
     /// State directory: the store, and the admin kubeconfig (DATA_DIR/kubeconfig.yaml).
     #[arg(long, default_value = "/var/lib/skiff/server")]
@@ -57,6 +57,40 @@ pub struct ServerArgs {
     /// (for clusters that outgrow one machine), or `memory` (lost on exit; for tests).
     #[arg(long, default_value = "sqlite")]
     pub datastore: String,
+    /// Run only the API server: no controllers (nothing reconciles Deployments, Services'
+    /// endpoints, ...). For debugging the API itself.
+    #[arg(long)]
+    pub disable_controllers: bool,
+    /// Run no scheduler: pods stay Pending unless another scheduler binds them.
+    #[arg(long)]
+    pub disable_scheduler: bool,
+    /// How long the controllers' leader Lease lasts without renewal: another server takes over
+    /// this long after the leader dies.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub leader_elect_lease_duration: Duration,
+    /// A node whose kubelet stopped renewing its Lease for this long becomes NotReady (Unknown).
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    pub node_monitor_grace_period: Duration,
+}
+
+/// `90s`, `2m`, `1h` or plain seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 15s, 2m or 1h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{s:?}: the unit must be s, m or h")),
+    };
+    if secs == 0 {
+        return Err("the duration must be at least 1s".into());
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
@@ -127,6 +161,11 @@ async fn serve<S: Store>(args: &ServerArgs, store: Arc<S>) -> anyhow::Result<()>
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = if args.insecure_loopback {
         write_kubeconfig(&kubeconfig, &format!("http://{addr}"), None)?;
+        let components = Arc::new(Components {
+            pki: None,
+            url: local_url("http", addr),
+        });
+        start_components(&components, args);
         tokio::spawn(async move {
             let _ = axum::serve(listener, router(api))
                 .with_graceful_shutdown(async {
@@ -146,6 +185,11 @@ async fn serve<S: Store>(args: &ServerArgs, store: Arc<S>) -> anyhow::Result<()>
         let serving = Arc::new(ServingCert::new(&leaf)?);
         let admin = ensure_admin(&pki, &kubeconfig, addr)?;
         info!(expires = %admin, "admin credentials in the kubeconfig");
+        let components = Arc::new(Components {
+            pki: Some(Arc::clone(&pki)),
+            url: local_url("https", addr),
+        });
+        start_components(&components, args);
         tokio::spawn(renew(
             Arc::clone(&pki),
             Arc::clone(&serving),
@@ -172,6 +216,198 @@ async fn serve<S: Store>(args: &ServerArgs, store: Arc<S>) -> anyhow::Result<()>
         warn!("requests still open after {DRAIN:?}; exiting anyway");
     }
     Ok(())
+}
+
+/// How the server's own components (controllers, scheduler) reach its API: over loopback, with
+/// client certificates from the cluster CA (none in the insecure loopback mode).
+struct Components {
+    pki: Option<Arc<Pki>>,
+    url: String,
+}
+
+impl Components {
+    /// A client authenticated as `user` (in `groups`), and how long its certificate may be used
+    /// before it must be reissued (`None`: forever).
+    async fn client(
+        &self,
+        name: &str,
+        user: &str,
+    ) -> anyhow::Result<(kube::Client, Option<Duration>)> {
+        let Some(pki) = &self.pki else {
+            let config = kube::Config::new(self.url.parse().context("the API server URL")?);
+            return Ok((kube::Client::try_from(config)?, None));
+        };
+        let spec = LeafSpec {
+            common_name: user.into(),
+            organizations: Vec::new(),
+            sans: Vec::new(),
+            server: false,
+            client: true,
+        };
+        let (leaf, _) = pki.ensure(name, &spec)?;
+        let client =
+            client_from_pem(&self.url, pki.ca_pem(), &leaf.cert_pem, &leaf.key_pem, user).await?;
+        let renew_at = leaf.not_after - time::Duration::seconds(RENEW_BEFORE_SECS);
+        let left = renew_at - time::OffsetDateTime::now_utc();
+        let left = Duration::from_secs(u64::try_from(left.whole_seconds()).unwrap_or(0).max(60));
+        Ok((client, Some(left)))
+    }
+}
+
+/// A kube client for `url` trusting the CA `ca` and authenticating with a bearer token.
+pub async fn client_from_token(url: &str, ca: &str, token: &str) -> anyhow::Result<kube::Client> {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let yaml = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {url}\n    certificate-authority-data: {}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: bootstrap\ncurrent-context: skiff\nusers:\n- name: bootstrap\n  user:\n    token: {token}\n",
+        b64(ca)
+    );
+    let kubeconfig =
+        kube::config::Kubeconfig::from_yaml(&yaml).context("reading the generated kubeconfig")?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .context("building the client configuration")?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// A kube client for `url` trusting the CA `ca` and authenticating with a client certificate.
+pub async fn client_from_pem(
+    url: &str,
+    ca: &str,
+    cert: &str,
+    key: &str,
+    user: &str,
+) -> anyhow::Result<kube::Client> {
+    let yaml = kubeconfig_yaml(url, Some((ca, cert, key)), user);
+    let kubeconfig =
+        kube::config::Kubeconfig::from_yaml(&yaml).context("reading the generated kubeconfig")?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .context("building the client configuration")?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Renew component certificates this long before they expire (as the serving certificate).
+const RENEW_BEFORE_SECS: i64 = skiff_apiserver::tls::RENEW_BEFORE.as_secs() as i64;
+
+fn local_url(scheme: &str, addr: SocketAddr) -> String {
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        addr.ip().to_string()
+    };
+    format!("{scheme}://{host}:{}", addr.port())
+}
+
+/// A unique name for this server among its peers: host name and a random suffix.
+fn identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    format!("{host}_{}", uuid::Uuid::new_v4())
+}
+
+/// The controllers and the scheduler, each leader-elected on its own Lease.
+fn start_components(components: &Arc<Components>, args: &ServerArgs) {
+    if !args.disable_controllers {
+        tokio::spawn(controller_manager(Arc::clone(components), args.clone()));
+    }
+    if !args.disable_scheduler {
+        let lease = args.leader_elect_lease_duration;
+        tokio::spawn(elected(
+            Arc::clone(components),
+            Component {
+                lease: "kube-scheduler",
+                cert: "scheduler",
+                user: "system:kube-scheduler",
+            },
+            lease,
+            |client| skiff_scheduler::run(client, skiff_scheduler::Options::default()),
+        ));
+    }
+}
+
+/// A control-plane component: the Lease it is elected on and the identity it runs as.
+#[derive(Clone, Copy)]
+struct Component {
+    lease: &'static str,
+    cert: &'static str,
+    user: &'static str,
+}
+
+/// Runs `work` while this server holds the component's Lease (several servers may run side by
+/// side), with a client rebuilt whenever its certificate is due for renewal.
+async fn elected<F, Fut>(
+    components: Arc<Components>,
+    component: Component,
+    lease: Duration,
+    work: F,
+) where
+    F: Fn(kube::Client) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let client = loop {
+        match components.client(component.cert, component.user).await {
+            Ok((client, _)) => break client,
+            Err(e) => {
+                warn!(component = component.lease, error = %format!("{e:#}"), "building the client; retrying");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    };
+    let election = skiff_controllers::leader::Election::with_lease_duration(
+        component.lease,
+        &identity(),
+        lease,
+    );
+    skiff_controllers::leader::run_elected(client, election, move || {
+        let components = Arc::clone(&components);
+        let work = work.clone();
+        async move {
+            loop {
+                match components.client(component.cert, component.user).await {
+                    Ok((client, valid)) => {
+                        let valid = valid.unwrap_or(Duration::MAX);
+                        tokio::select! {
+                            () = work(client) => warn!(component = component.lease, "stopped; restarting"),
+                            () = tokio::time::sleep(valid) => info!(component = component.lease, "certificate due for renewal; restarting"),
+                        }
+                    }
+                    Err(e) => warn!(component = component.lease, error = %format!("{e:#}"), "building the client"),
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    })
+    .await;
+}
+
+/// The controllers, with the cluster CA's signer for certificate requests.
+async fn controller_manager(components: Arc<Components>, args: ServerArgs) {
+    let signer = components.pki.clone().map(|pki| {
+        skiff_controllers::certificates::Signer(Arc::new(
+            move |pem: &str, usages: &[&str], lifetime| {
+                pki.sign_request(pem, usages, lifetime)
+                    .map_err(|e| e.to_string())
+            },
+        ))
+    });
+    let options = skiff_controllers::Options {
+        node_monitor_grace: args.node_monitor_grace_period,
+        signer,
+        ..skiff_controllers::Options::default()
+    };
+    let component = Component {
+        lease: "kube-controller-manager",
+        cert: "controller-manager",
+        user: "system:kube-controller-manager",
+    };
+    elected(
+        components,
+        component,
+        args.leader_elect_lease_duration,
+        move |client| skiff_controllers::run(client, options.clone()),
+    )
+    .await;
 }
 
 /// How often certificates are checked for renewal while the server runs.
@@ -270,6 +506,12 @@ fn write_kubeconfig(
     server: &str,
     tls: Option<(&str, &str, &str)>,
 ) -> anyhow::Result<()> {
+    let content = kubeconfig_yaml(server, tls, "admin");
+    skiff_apiserver::tls::write_private(path, content.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn kubeconfig_yaml(server: &str, tls: Option<(&str, &str, &str)>, user_name: &str) -> String {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let (cluster_extra, user) = match tls {
         Some((ca, cert, key)) => (
@@ -282,9 +524,7 @@ fn write_kubeconfig(
         ),
         None => (String::new(), " {}".to_owned()),
     };
-    let content = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}{cluster_extra}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: admin\n    namespace: default\ncurrent-context: skiff\nusers:\n- name: admin\n  user:{user}\n"
-    );
-    skiff_apiserver::tls::write_private(path, content.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}{cluster_extra}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: {user_name}\n    namespace: default\ncurrent-context: skiff\nusers:\n- name: {user_name}\n  user:{user}\n"
+    )
 }

@@ -59,6 +59,18 @@ enum Which {
         #[arg(long)]
         quick: bool,
     },
+    /// The scheduler: 30,000 pods of deployments of various sizes onto 1,000 simulated nodes;
+    /// pods/s sustained, time until all are bound, API latency and server RSS meanwhile.
+    /// Writes target/bench/scheduler.md.
+    Scheduler {
+        /// 100 nodes and 2,000 pods.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// skiff-cni (eBPF redirect, and routed) against Debian's bridge + host-local: pod-to-pod
+    /// TCP throughput and request/response latency on one node, ADD and DEL latency. Writes
+    /// target/bench/cni.md.
+    Cni,
 }
 
 /// Options of `cargo xtask bench datapath`.
@@ -84,6 +96,8 @@ pub fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
     match &args.which {
         Which::Datapath(datapath) => scenario::run(root, datapath),
         Which::Api { quick } => crate::bench_api::build_and_run(root, *quick),
+        Which::Scheduler { quick } => crate::bench_scheduler::build_and_run(root, *quick),
+        Which::Cni => crate::bench_cni::build_and_run(root),
     }
 }
 
@@ -102,6 +116,14 @@ pub fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
     // The API benchmark links no datapath: the plain xtask runs it itself.
     if let Which::Api { quick } = &args.which {
         return crate::bench_api::build_and_run(root, *quick);
+    }
+    // Nor does the scheduler benchmark (it re-runs itself from a release xtask).
+    if let Which::Scheduler { quick } = &args.which {
+        return crate::bench_scheduler::build_and_run(root, *quick);
+    }
+    // Nor the CNI benchmark: it runs the release plugin binary.
+    if let Which::Cni = &args.which {
+        return crate::bench_cni::build_and_run(root);
     }
     // Release: skiff's programming times are measured in-process, and an unoptimised LbTable
     // would be measuring the compiler, not the datapath.

@@ -17,9 +17,11 @@
 //!   `system:kube-controller-manager` (its own leases, list/watch of everything, tokens), and
 //!   one `system:controller:<name>` ClusterRole per controller, bound to the service account
 //!   `kube-system/<name>`, the identity upstream's controller manager gives each controller
-//!   with `--use-service-account-credentials`. Controllers that run inside the server on its
-//!   loopback identity (`system:apiserver` in `system:masters`) do not need them; they are
-//!   there so a controller run out of process gets exactly what it needs.
+//!   with `--use-service-account-credentials`. skiff's controllers all run under the
+//!   controller manager's certificate, which `skiff:controller-manager:<name>` bindings give
+//!   exactly the union of those roles.
+//! - nodes joining: `system:node-bootstrapper` to group `system:bootstrappers` (CSRs only); a
+//!   node's agent runs its proxy and DNS as the node: `system:node-proxier` to `system:nodes`.
 //! - DNS: `system:kube-dns` to the service account `kube-system/kube-dns`.
 
 use serde_json::{Value, json};
@@ -890,6 +892,15 @@ pub fn bootstrap_objects() -> Vec<Value> {
             &[],
             vec![r(&["list", "watch"], &[""], &["endpoints", "services"])],
         ),
+        cluster_role(
+            "system:node-bootstrapper",
+            &[],
+            vec![r(
+                &["create", "get", "list", "watch"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests"],
+            )],
+        ),
     ];
     let mut bindings = vec![
         cluster_binding(
@@ -933,6 +944,13 @@ pub fn bootstrap_objects() -> Vec<Value> {
             "system:node-proxier",
             vec![user("system:kube-proxy")],
         ),
+        // `skiff agent` runs the node's service proxy and cluster DNS under the node's own
+        // identity (one certificate per node, as k3s agents do): they need these two roles.
+        cluster_binding(
+            "skiff:node-proxier",
+            "system:node-proxier",
+            vec![group("system:nodes")],
+        ),
         cluster_binding(
             "system:kube-controller-manager",
             "system:kube-controller-manager",
@@ -948,6 +966,13 @@ pub fn bootstrap_objects() -> Vec<Value> {
             "system:kube-scheduler",
             vec![user("system:kube-scheduler")],
         ),
+        // A node joining with a bootstrap token (`skiff token create`, `skiff agent --token`)
+        // may ask for its client certificate, and nothing else (kubeadm's kubelet-bootstrap).
+        cluster_binding(
+            "skiff:node-bootstrapper",
+            "system:node-bootstrapper",
+            vec![group("system:bootstrappers")],
+        ),
         cluster_binding(
             "system:volume-scheduler",
             "system:volume-scheduler",
@@ -961,6 +986,14 @@ pub fn bootstrap_objects() -> Vec<Value> {
             &full,
             &full,
             vec![service_account(sys, name)],
+        ));
+        // skiff's controller manager runs every controller under its own certificate identity
+        // (not yet one service account token per controller): it gets exactly the union of the
+        // controllers' roles, through separate bindings so upstream's stay as upstream ships them.
+        bindings.push(cluster_binding(
+            &format!("skiff:controller-manager:{name}"),
+            &full,
+            vec![user("system:kube-controller-manager")],
         ));
     }
 

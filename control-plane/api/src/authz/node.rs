@@ -151,6 +151,18 @@ impl NodeGraph {
         graph
     }
 
+    /// Whether a pod's change from `prev` to `new` can change the graph (its node, uid or
+    /// references): status updates, by far the most frequent pod writes, cannot.
+    #[must_use]
+    pub fn affected_by(prev: Option<&Value>, new: &Value) -> bool {
+        let Some(prev) = prev else {
+            return true;
+        };
+        prev["spec"]["nodeName"] != new["spec"]["nodeName"]
+            || meta_str(prev, "uid") != meta_str(new, "uid")
+            || pod_refs(prev) != pod_refs(new)
+    }
+
     /// Adds or replaces a pod (call on every add and update from the watch).
     pub fn add_pod(&mut self, pod: &Value) {
         let (ns, name) = (meta_str(pod, "namespace"), meta_str(pod, "name"));

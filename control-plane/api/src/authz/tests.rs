@@ -2153,9 +2153,44 @@ fn bootstrap_policy_is_complete_and_serves_each_component() {
             ),
             true,
         ),
+        // skiff runs every controller under this one identity, so it holds the union of the
+        // controllers' roles (the replicaset controller creates pods) and nothing beyond them.
         (
             user("system:kube-controller-manager", &[AUTHENTICATED]),
             res("create", "", "pods", "d", ""),
+            true,
+        ),
+        (
+            user("system:kube-controller-manager", &[AUTHENTICATED]),
+            res(
+                "create",
+                "rbac.authorization.k8s.io",
+                "clusterrolebindings",
+                "",
+                "",
+            ),
+            false,
+        ),
+        (
+            user(
+                "system:bootstrap:abcdef",
+                &["system:bootstrappers", AUTHENTICATED],
+            ),
+            res(
+                "create",
+                "certificates.k8s.io",
+                "certificatesigningrequests",
+                "",
+                "",
+            ),
+            true,
+        ),
+        (
+            user(
+                "system:bootstrap:abcdef",
+                &["system:bootstrappers", AUTHENTICATED],
+            ),
+            res("list", "", "pods", "", ""),
             false,
         ),
     ];
@@ -2278,4 +2313,23 @@ fn bench_decisions_with_10k_role_bindings() {
         let ns = start.elapsed().as_nanos() / n as u128;
         eprintln!("{label}: {ns} ns/decision ({allowed}/{n} allowed)");
     }
+}
+
+#[test]
+fn only_node_or_reference_changes_affect_the_node_graph() {
+    let spec = json!({"containers": [{"name": "c", "envFrom": [{"secretRef": {"name": "s"}}]}]});
+    let bound = pod("default", "p", "n1", spec.clone());
+    assert!(NodeGraph::affected_by(None, &bound), "a new pod");
+    let mut running = bound.clone();
+    running["status"] = json!({"phase": "Running", "podIP": "10.244.0.5"});
+    assert!(!NodeGraph::affected_by(Some(&bound), &running), "a status update");
+    let moved = pod("default", "p", "n2", spec);
+    assert!(NodeGraph::affected_by(Some(&bound), &moved), "another node");
+    let other_ref = pod(
+        "default",
+        "p",
+        "n1",
+        json!({"containers": [{"name": "c", "envFrom": [{"secretRef": {"name": "t"}}]}]}),
+    );
+    assert!(NodeGraph::affected_by(Some(&bound), &other_ref), "another secret");
 }

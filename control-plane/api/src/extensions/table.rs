@@ -143,6 +143,12 @@ pub static KINDS: &[KindSchema] = &[
         "io.k8s.api.coordination.v1.Lease"
     ),
     kind!(
+        "certificates.k8s.io",
+        "v1",
+        "CertificateSigningRequest",
+        "io.k8s.api.certificates.v1.CertificateSigningRequest"
+    ),
+    kind!(
         "authorization.k8s.io",
         "v1",
         "SelfSubjectAccessReview",
@@ -505,6 +511,20 @@ pub static FIELDS: &[FieldExt] = &[
         TYPE,
     ),
     atomic(api!("apps.v1", "StatefulSetSpec"), "volumeClaimTemplates"),
+    // certificates.k8s.io/v1
+    atomic(
+        api!("certificates.v1", "CertificateSigningRequestSpec"),
+        "groups",
+    ),
+    atomic(
+        api!("certificates.v1", "CertificateSigningRequestSpec"),
+        "usages",
+    ),
+    map(
+        api!("certificates.v1", "CertificateSigningRequestStatus"),
+        "conditions",
+        TYPE,
+    ),
     // batch/v1
     atomic(api!("batch.v1", "CronJobStatus"), "active"),
     merge_atomic(api!("batch.v1", "JobStatus"), "conditions", "type"),

@@ -4,8 +4,9 @@ use k8s_openapi::{
     api::{
         apps::v1 as apps, authentication::v1 as authn, authorization::v1 as authz,
         autoscaling::v1 as autoscaling_v1, autoscaling::v2 as autoscaling_v2, batch::v1 as batch,
-        coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
-        networking::v1 as networking, policy::v1 as policy, rbac::v1 as rbac,
+        certificates::v1 as certificates, coordination::v1 as coordination, core::v1 as core,
+        discovery::v1 as discovery, networking::v1 as networking, policy::v1 as policy,
+        rbac::v1 as rbac,
     },
     apimachinery::pkg::apis::meta::v1 as meta,
 };
@@ -72,6 +73,7 @@ kinds! {
     ("rbac.authorization.k8s.io", "v1", "Role") => rbac::Role,
     ("rbac.authorization.k8s.io", "v1", "RoleBinding") => rbac::RoleBinding,
     ("coordination.k8s.io", "v1", "Lease") => coordination::Lease,
+    ("certificates.k8s.io", "v1", "CertificateSigningRequest") => certificates::CertificateSigningRequest,
     ("authorization.k8s.io", "v1", "SelfSubjectAccessReview") => authz::SelfSubjectAccessReview,
     ("authorization.k8s.io", "v1", "SelfSubjectRulesReview") => authz::SelfSubjectRulesReview,
     ("authorization.k8s.io", "v1", "SubjectAccessReview") => authz::SubjectAccessReview,

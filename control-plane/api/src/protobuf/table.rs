@@ -11,18 +11,18 @@ use super::schema::{Field, Label::*, Message, Special, Ty::*};
 pub(super) static MESSAGES: &[Message] = &[
     // 0
     Message { name: "k8s.io.api.apps.v1.ControllerRevision", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "data", ty: Message(469), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "data", ty: Message(475), label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "revision", ty: Int64, label: Optional, keep_zero: true, inline: false },
     ] },
     // 1
     Message { name: "k8s.io.api.apps.v1.ControllerRevisionList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "items", ty: Message(0), label: Repeated, keep_zero: true, inline: false },
     ] },
     // 2
     Message { name: "k8s.io.api.apps.v1.DaemonSet", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "spec", ty: Message(5), label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "status", ty: Message(6), label: Optional, keep_zero: false, inline: false },
     ] },
@@ -30,19 +30,19 @@ pub(super) static MESSAGES: &[Message] = &[
     Message { name: "k8s.io.api.apps.v1.DaemonSetCondition", special: None, fields: &[
         Field { number: 1, json: "type", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "status", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "lastTransitionTime", ty: Message(463), label: Optional, keep_zero: false, inline: false },
+        Field { number: 3, json: "lastTransitionTime", ty: Message(469), label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "reason", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 5, json: "message", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
     // 4
     Message { name: "k8s.io.api.apps.v1.DaemonSetList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "items", ty: Message(2), label: Repeated, keep_zero: true, inline: false },
     ] },
     // 5
     Message { name: "k8s.io.api.apps.v1.DaemonSetSpec", special: None, fields: &[
-        Field { number: 1, json: "selector", ty: Message(443), label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "template", ty: Message(284), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "selector", ty: Message(449), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "template", ty: Message(290), label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "updateStrategy", ty: Message(7), label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "minReadySeconds", ty: Int32, label: Optional, keep_zero: false, inline: false },
         Field { number: 6, json: "revisionHistoryLimit", ty: Int32, label: Optional, keep_zero: true, inline: false },
@@ -67,7 +67,7 @@ pub(super) static MESSAGES: &[Message] = &[
     ] },
     // 8
     Message { name: "k8s.io.api.apps.v1.Deployment", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "spec", ty: Message(11), label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "status", ty: Message(12), label: Optional, keep_zero: false, inline: false },
     ] },
@@ -77,19 +77,19 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 2, json: "status", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 4, json: "reason", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 5, json: "message", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 6, json: "lastUpdateTime", ty: Message(463), label: Optional, keep_zero: false, inline: false },
-        Field { number: 7, json: "lastTransitionTime", ty: Message(463), label: Optional, keep_zero: false, inline: false },
+        Field { number: 6, json: "lastUpdateTime", ty: Message(469), label: Optional, keep_zero: false, inline: false },
+        Field { number: 7, json: "lastTransitionTime", ty: Message(469), label: Optional, keep_zero: false, inline: false },
     ] },
     // 10
     Message { name: "k8s.io.api.apps.v1.DeploymentList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "items", ty: Message(8), label: Repeated, keep_zero: true, inline: false },
     ] },
     // 11
     Message { name: "k8s.io.api.apps.v1.DeploymentSpec", special: None, fields: &[
         Field { number: 1, json: "replicas", ty: Int32, label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "selector", ty: Message(443), label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "template", ty: Message(284), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "selector", ty: Message(449), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "template", ty: Message(290), label: Optional, keep_zero: true, inline: false },
         Field { number: 4, json: "strategy", ty: Message(13), label: Optional, keep_zero: false, inline: false },
         Field { number: 5, json: "minReadySeconds", ty: Int32, label: Optional, keep_zero: false, inline: false },
         Field { number: 6, json: "revisionHistoryLimit", ty: Int32, label: Optional, keep_zero: true, inline: false },
@@ -115,7 +115,7 @@ pub(super) static MESSAGES: &[Message] = &[
     ] },
     // 14
     Message { name: "k8s.io.api.apps.v1.ReplicaSet", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "spec", ty: Message(17), label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "status", ty: Message(18), label: Optional, keep_zero: false, inline: false },
     ] },
@@ -123,20 +123,20 @@ pub(super) static MESSAGES: &[Message] = &[
     Message { name: "k8s.io.api.apps.v1.ReplicaSetCondition", special: None, fields: &[
         Field { number: 1, json: "type", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "status", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "lastTransitionTime", ty: Message(463), label: Optional, keep_zero: false, inline: false },
+        Field { number: 3, json: "lastTransitionTime", ty: Message(469), label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "reason", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 5, json: "message", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
     // 16
     Message { name: "k8s.io.api.apps.v1.ReplicaSetList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "items", ty: Message(14), label: Repeated, keep_zero: true, inline: false },
     ] },
     // 17
     Message { name: "k8s.io.api.apps.v1.ReplicaSetSpec", special: None, fields: &[
         Field { number: 1, json: "replicas", ty: Int32, label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "selector", ty: Message(443), label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "template", ty: Message(284), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "selector", ty: Message(449), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "template", ty: Message(290), label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "minReadySeconds", ty: Int32, label: Optional, keep_zero: false, inline: false },
     ] },
     // 18
@@ -151,22 +151,22 @@ pub(super) static MESSAGES: &[Message] = &[
     ] },
     // 19
     Message { name: "k8s.io.api.apps.v1.RollingUpdateDaemonSet", special: None, fields: &[
-        Field { number: 1, json: "maxUnavailable", ty: Message(472), label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "maxSurge", ty: Message(472), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "maxUnavailable", ty: Message(478), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "maxSurge", ty: Message(478), label: Optional, keep_zero: true, inline: false },
     ] },
     // 20
     Message { name: "k8s.io.api.apps.v1.RollingUpdateDeployment", special: None, fields: &[
-        Field { number: 1, json: "maxUnavailable", ty: Message(472), label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "maxSurge", ty: Message(472), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "maxUnavailable", ty: Message(478), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "maxSurge", ty: Message(478), label: Optional, keep_zero: true, inline: false },
     ] },
     // 21
     Message { name: "k8s.io.api.apps.v1.RollingUpdateStatefulSetStrategy", special: None, fields: &[
         Field { number: 1, json: "partition", ty: Int32, label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "maxUnavailable", ty: Message(472), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "maxUnavailable", ty: Message(478), label: Optional, keep_zero: true, inline: false },
     ] },
     // 22
     Message { name: "k8s.io.api.apps.v1.StatefulSet", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "spec", ty: Message(27), label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "status", ty: Message(28), label: Optional, keep_zero: false, inline: false },
     ] },
@@ -174,13 +174,13 @@ pub(super) static MESSAGES: &[Message] = &[
     Message { name: "k8s.io.api.apps.v1.StatefulSetCondition", special: None, fields: &[
         Field { number: 1, json: "type", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "status", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "lastTransitionTime", ty: Message(463), label: Optional, keep_zero: false, inline: false },
+        Field { number: 3, json: "lastTransitionTime", ty: Message(469), label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "reason", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 5, json: "message", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
     // 24
     Message { name: "k8s.io.api.apps.v1.StatefulSetList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "items", ty: Message(22), label: Repeated, keep_zero: true, inline: false },
     ] },
     // 25
@@ -195,9 +195,9 @@ pub(super) static MESSAGES: &[Message] = &[
     // 27
     Message { name: "k8s.io.api.apps.v1.StatefulSetSpec", special: None, fields: &[
         Field { number: 1, json: "replicas", ty: Int32, label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "selector", ty: Message(443), label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "template", ty: Message(284), label: Optional, keep_zero: true, inline: false },
-        Field { number: 4, json: "volumeClaimTemplates", ty: Message(244), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 2, json: "selector", ty: Message(449), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "template", ty: Message(290), label: Optional, keep_zero: true, inline: false },
+        Field { number: 4, json: "volumeClaimTemplates", ty: Message(250), label: Repeated, keep_zero: false, inline: false },
         Field { number: 5, json: "serviceName", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 6, json: "podManagementPolicy", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 7, json: "updateStrategy", ty: Message(29), label: Optional, keep_zero: false, inline: false },
@@ -237,7 +237,7 @@ pub(super) static MESSAGES: &[Message] = &[
     ] },
     // 32
     Message { name: "k8s.io.api.authentication.v1.SelfSubjectReview", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "status", ty: Message(33), label: Optional, keep_zero: false, inline: false },
     ] },
     // 33
@@ -246,7 +246,7 @@ pub(super) static MESSAGES: &[Message] = &[
     ] },
     // 34
     Message { name: "k8s.io.api.authentication.v1.TokenRequest", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "spec", ty: Message(35), label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "status", ty: Message(36), label: Optional, keep_zero: false, inline: false },
     ] },
@@ -259,11 +259,11 @@ pub(super) static MESSAGES: &[Message] = &[
     // 36
     Message { name: "k8s.io.api.authentication.v1.TokenRequestStatus", special: None, fields: &[
         Field { number: 1, json: "token", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "expirationTimestamp", ty: Message(463), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "expirationTimestamp", ty: Message(469), label: Optional, keep_zero: true, inline: false },
     ] },
     // 37
     Message { name: "k8s.io.api.authentication.v1.TokenReview", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "spec", ty: Message(38), label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "status", ty: Message(39), label: Optional, keep_zero: false, inline: false },
     ] },
@@ -293,16 +293,16 @@ pub(super) static MESSAGES: &[Message] = &[
     // 42
     Message { name: "k8s.io.api.authorization.v1.FieldSelectorAttributes", special: None, fields: &[
         Field { number: 1, json: "rawSelector", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "requirements", ty: Message(434), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 2, json: "requirements", ty: Message(440), label: Repeated, keep_zero: false, inline: false },
     ] },
     // 43
     Message { name: "k8s.io.api.authorization.v1.LabelSelectorAttributes", special: None, fields: &[
         Field { number: 1, json: "rawSelector", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "requirements", ty: Message(444), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 2, json: "requirements", ty: Message(450), label: Repeated, keep_zero: false, inline: false },
     ] },
     // 44
     Message { name: "k8s.io.api.authorization.v1.LocalSubjectAccessReview", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "spec", ty: Message(54), label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "status", ty: Message(55), label: Optional, keep_zero: false, inline: false },
     ] },
@@ -337,7 +337,7 @@ pub(super) static MESSAGES: &[Message] = &[
     ] },
     // 49
     Message { name: "k8s.io.api.authorization.v1.SelfSubjectAccessReview", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "spec", ty: Message(50), label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "status", ty: Message(55), label: Optional, keep_zero: false, inline: false },
     ] },
@@ -348,7 +348,7 @@ pub(super) static MESSAGES: &[Message] = &[
     ] },
     // 51
     Message { name: "k8s.io.api.authorization.v1.SelfSubjectRulesReview", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "spec", ty: Message(52), label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "status", ty: Message(56), label: Optional, keep_zero: false, inline: false },
     ] },
@@ -358,7 +358,7 @@ pub(super) static MESSAGES: &[Message] = &[
     ] },
     // 53
     Message { name: "k8s.io.api.authorization.v1.SubjectAccessReview", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "spec", ty: Message(54), label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "status", ty: Message(55), label: Optional, keep_zero: false, inline: false },
     ] },
@@ -389,14 +389,14 @@ pub(super) static MESSAGES: &[Message] = &[
     Message { name: "k8s.io.api.autoscaling.v1.ContainerResourceMetricSource", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "targetAverageUtilization", ty: Int32, label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "targetAverageValue", ty: Message(422), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "targetAverageValue", ty: Message(428), label: Optional, keep_zero: true, inline: false },
         Field { number: 5, json: "container", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
     // 58
     Message { name: "k8s.io.api.autoscaling.v1.ContainerResourceMetricStatus", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "currentAverageUtilization", ty: Int32, label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "currentAverageValue", ty: Message(422), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "currentAverageValue", ty: Message(428), label: Optional, keep_zero: true, inline: false },
         Field { number: 4, json: "container", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
     // 59
@@ -408,20 +408,20 @@ pub(super) static MESSAGES: &[Message] = &[
     // 60
     Message { name: "k8s.io.api.autoscaling.v1.ExternalMetricSource", special: None, fields: &[
         Field { number: 1, json: "metricName", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "metricSelector", ty: Message(443), label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "targetValue", ty: Message(422), label: Optional, keep_zero: true, inline: false },
-        Field { number: 4, json: "targetAverageValue", ty: Message(422), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "metricSelector", ty: Message(449), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "targetValue", ty: Message(428), label: Optional, keep_zero: true, inline: false },
+        Field { number: 4, json: "targetAverageValue", ty: Message(428), label: Optional, keep_zero: true, inline: false },
     ] },
     // 61
     Message { name: "k8s.io.api.autoscaling.v1.ExternalMetricStatus", special: None, fields: &[
         Field { number: 1, json: "metricName", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "metricSelector", ty: Message(443), label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "currentValue", ty: Message(422), label: Optional, keep_zero: true, inline: false },
-        Field { number: 4, json: "currentAverageValue", ty: Message(422), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "metricSelector", ty: Message(449), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "currentValue", ty: Message(428), label: Optional, keep_zero: true, inline: false },
+        Field { number: 4, json: "currentAverageValue", ty: Message(428), label: Optional, keep_zero: true, inline: false },
     ] },
     // 62
     Message { name: "k8s.io.api.autoscaling.v1.HorizontalPodAutoscaler", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "spec", ty: Message(65), label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "status", ty: Message(66), label: Optional, keep_zero: false, inline: false },
     ] },
@@ -429,13 +429,13 @@ pub(super) static MESSAGES: &[Message] = &[
     Message { name: "k8s.io.api.autoscaling.v1.HorizontalPodAutoscalerCondition", special: None, fields: &[
         Field { number: 1, json: "type", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "status", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "lastTransitionTime", ty: Message(463), label: Optional, keep_zero: false, inline: false },
+        Field { number: 3, json: "lastTransitionTime", ty: Message(469), label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "reason", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 5, json: "message", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
     // 64
     Message { name: "k8s.io.api.autoscaling.v1.HorizontalPodAutoscalerList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "items", ty: Message(62), label: Repeated, keep_zero: true, inline: false },
     ] },
     // 65
@@ -448,7 +448,7 @@ pub(super) static MESSAGES: &[Message] = &[
     // 66
     Message { name: "k8s.io.api.autoscaling.v1.HorizontalPodAutoscalerStatus", special: None, fields: &[
         Field { number: 1, json: "observedGeneration", ty: Int64, label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "lastScaleTime", ty: Message(463), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "lastScaleTime", ty: Message(469), label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "currentReplicas", ty: Int32, label: Optional, keep_zero: true, inline: false },
         Field { number: 4, json: "desiredReplicas", ty: Int32, label: Optional, keep_zero: true, inline: false },
         Field { number: 5, json: "currentCPUUtilizationPercentage", ty: Int32, label: Optional, keep_zero: true, inline: false },
@@ -475,45 +475,45 @@ pub(super) static MESSAGES: &[Message] = &[
     Message { name: "k8s.io.api.autoscaling.v1.ObjectMetricSource", special: None, fields: &[
         Field { number: 1, json: "target", ty: Message(59), label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "metricName", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "targetValue", ty: Message(422), label: Optional, keep_zero: true, inline: false },
-        Field { number: 4, json: "selector", ty: Message(443), label: Optional, keep_zero: true, inline: false },
-        Field { number: 5, json: "averageValue", ty: Message(422), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "targetValue", ty: Message(428), label: Optional, keep_zero: true, inline: false },
+        Field { number: 4, json: "selector", ty: Message(449), label: Optional, keep_zero: true, inline: false },
+        Field { number: 5, json: "averageValue", ty: Message(428), label: Optional, keep_zero: true, inline: false },
     ] },
     // 70
     Message { name: "k8s.io.api.autoscaling.v1.ObjectMetricStatus", special: None, fields: &[
         Field { number: 1, json: "target", ty: Message(59), label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "metricName", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "currentValue", ty: Message(422), label: Optional, keep_zero: true, inline: false },
-        Field { number: 4, json: "selector", ty: Message(443), label: Optional, keep_zero: true, inline: false },
-        Field { number: 5, json: "averageValue", ty: Message(422), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "currentValue", ty: Message(428), label: Optional, keep_zero: true, inline: false },
+        Field { number: 4, json: "selector", ty: Message(449), label: Optional, keep_zero: true, inline: false },
+        Field { number: 5, json: "averageValue", ty: Message(428), label: Optional, keep_zero: true, inline: false },
     ] },
     // 71
     Message { name: "k8s.io.api.autoscaling.v1.PodsMetricSource", special: None, fields: &[
         Field { number: 1, json: "metricName", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "targetAverageValue", ty: Message(422), label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "selector", ty: Message(443), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "targetAverageValue", ty: Message(428), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "selector", ty: Message(449), label: Optional, keep_zero: true, inline: false },
     ] },
     // 72
     Message { name: "k8s.io.api.autoscaling.v1.PodsMetricStatus", special: None, fields: &[
         Field { number: 1, json: "metricName", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "currentAverageValue", ty: Message(422), label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "selector", ty: Message(443), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "currentAverageValue", ty: Message(428), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "selector", ty: Message(449), label: Optional, keep_zero: true, inline: false },
     ] },
     // 73
     Message { name: "k8s.io.api.autoscaling.v1.ResourceMetricSource", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "targetAverageUtilization", ty: Int32, label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "targetAverageValue", ty: Message(422), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "targetAverageValue", ty: Message(428), label: Optional, keep_zero: true, inline: false },
     ] },
     // 74
     Message { name: "k8s.io.api.autoscaling.v1.ResourceMetricStatus", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "currentAverageUtilization", ty: Int32, label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "currentAverageValue", ty: Message(422), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "currentAverageValue", ty: Message(428), label: Optional, keep_zero: true, inline: false },
     ] },
     // 75
     Message { name: "k8s.io.api.autoscaling.v1.Scale", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "spec", ty: Message(76), label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "status", ty: Message(77), label: Optional, keep_zero: false, inline: false },
     ] },
@@ -556,7 +556,7 @@ pub(super) static MESSAGES: &[Message] = &[
     ] },
     // 83
     Message { name: "k8s.io.api.autoscaling.v2.HorizontalPodAutoscaler", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "spec", ty: Message(87), label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "status", ty: Message(88), label: Optional, keep_zero: false, inline: false },
     ] },
@@ -569,13 +569,13 @@ pub(super) static MESSAGES: &[Message] = &[
     Message { name: "k8s.io.api.autoscaling.v2.HorizontalPodAutoscalerCondition", special: None, fields: &[
         Field { number: 1, json: "type", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "status", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "lastTransitionTime", ty: Message(463), label: Optional, keep_zero: false, inline: false },
+        Field { number: 3, json: "lastTransitionTime", ty: Message(469), label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "reason", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 5, json: "message", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
     // 86
     Message { name: "k8s.io.api.autoscaling.v2.HorizontalPodAutoscalerList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "items", ty: Message(83), label: Repeated, keep_zero: true, inline: false },
     ] },
     // 87
@@ -589,7 +589,7 @@ pub(super) static MESSAGES: &[Message] = &[
     // 88
     Message { name: "k8s.io.api.autoscaling.v2.HorizontalPodAutoscalerStatus", special: None, fields: &[
         Field { number: 1, json: "observedGeneration", ty: Int64, label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "lastScaleTime", ty: Message(463), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "lastScaleTime", ty: Message(469), label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "currentReplicas", ty: Int32, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "desiredReplicas", ty: Int32, label: Optional, keep_zero: true, inline: false },
         Field { number: 5, json: "currentMetrics", ty: Message(93), label: Repeated, keep_zero: true, inline: false },
@@ -606,12 +606,12 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 1, json: "selectPolicy", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "policies", ty: Message(89), label: Repeated, keep_zero: false, inline: false },
         Field { number: 3, json: "stabilizationWindowSeconds", ty: Int32, label: Optional, keep_zero: true, inline: false },
-        Field { number: 4, json: "tolerance", ty: Message(422), label: Optional, keep_zero: true, inline: false },
+        Field { number: 4, json: "tolerance", ty: Message(428), label: Optional, keep_zero: true, inline: false },
     ] },
     // 91
     Message { name: "k8s.io.api.autoscaling.v2.MetricIdentifier", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "selector", ty: Message(443), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "selector", ty: Message(449), label: Optional, keep_zero: true, inline: false },
     ] },
     // 92
     Message { name: "k8s.io.api.autoscaling.v2.MetricSpec", special: None, fields: &[
@@ -634,14 +634,14 @@ pub(super) static MESSAGES: &[Message] = &[
     // 94
     Message { name: "k8s.io.api.autoscaling.v2.MetricTarget", special: None, fields: &[
         Field { number: 1, json: "type", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "value", ty: Message(422), label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "averageValue", ty: Message(422), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "value", ty: Message(428), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "averageValue", ty: Message(428), label: Optional, keep_zero: true, inline: false },
         Field { number: 4, json: "averageUtilization", ty: Int32, label: Optional, keep_zero: true, inline: false },
     ] },
     // 95
     Message { name: "k8s.io.api.autoscaling.v2.MetricValueStatus", special: None, fields: &[
-        Field { number: 1, json: "value", ty: Message(422), label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "averageValue", ty: Message(422), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "value", ty: Message(428), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "averageValue", ty: Message(428), label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "averageUtilization", ty: Int32, label: Optional, keep_zero: true, inline: false },
     ] },
     // 96
@@ -678,13 +678,13 @@ pub(super) static MESSAGES: &[Message] = &[
     ] },
     // 102
     Message { name: "k8s.io.api.batch.v1.CronJob", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "spec", ty: Message(104), label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "status", ty: Message(105), label: Optional, keep_zero: false, inline: false },
     ] },
     // 103
     Message { name: "k8s.io.api.batch.v1.CronJobList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "items", ty: Message(102), label: Repeated, keep_zero: true, inline: false },
     ] },
     // 104
@@ -700,13 +700,13 @@ pub(super) static MESSAGES: &[Message] = &[
     ] },
     // 105
     Message { name: "k8s.io.api.batch.v1.CronJobStatus", special: None, fields: &[
-        Field { number: 1, json: "active", ty: Message(242), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 4, json: "lastScheduleTime", ty: Message(463), label: Optional, keep_zero: true, inline: false },
-        Field { number: 5, json: "lastSuccessfulTime", ty: Message(463), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "active", ty: Message(248), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 4, json: "lastScheduleTime", ty: Message(469), label: Optional, keep_zero: true, inline: false },
+        Field { number: 5, json: "lastSuccessfulTime", ty: Message(469), label: Optional, keep_zero: true, inline: false },
     ] },
     // 106
     Message { name: "k8s.io.api.batch.v1.Job", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "spec", ty: Message(109), label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "status", ty: Message(110), label: Optional, keep_zero: false, inline: false },
     ] },
@@ -714,14 +714,14 @@ pub(super) static MESSAGES: &[Message] = &[
     Message { name: "k8s.io.api.batch.v1.JobCondition", special: None, fields: &[
         Field { number: 1, json: "type", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "status", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "lastProbeTime", ty: Message(463), label: Optional, keep_zero: false, inline: false },
-        Field { number: 4, json: "lastTransitionTime", ty: Message(463), label: Optional, keep_zero: false, inline: false },
+        Field { number: 3, json: "lastProbeTime", ty: Message(469), label: Optional, keep_zero: false, inline: false },
+        Field { number: 4, json: "lastTransitionTime", ty: Message(469), label: Optional, keep_zero: false, inline: false },
         Field { number: 5, json: "reason", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 6, json: "message", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
     // 108
     Message { name: "k8s.io.api.batch.v1.JobList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "items", ty: Message(106), label: Repeated, keep_zero: true, inline: false },
     ] },
     // 109
@@ -729,9 +729,9 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 1, json: "parallelism", ty: Int32, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "completions", ty: Int32, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "activeDeadlineSeconds", ty: Int64, label: Optional, keep_zero: true, inline: false },
-        Field { number: 4, json: "selector", ty: Message(443), label: Optional, keep_zero: true, inline: false },
+        Field { number: 4, json: "selector", ty: Message(449), label: Optional, keep_zero: true, inline: false },
         Field { number: 5, json: "manualSelector", ty: Bool, label: Optional, keep_zero: true, inline: false },
-        Field { number: 6, json: "template", ty: Message(284), label: Optional, keep_zero: true, inline: false },
+        Field { number: 6, json: "template", ty: Message(290), label: Optional, keep_zero: true, inline: false },
         Field { number: 7, json: "backoffLimit", ty: Int32, label: Optional, keep_zero: true, inline: false },
         Field { number: 8, json: "ttlSecondsAfterFinished", ty: Int32, label: Optional, keep_zero: true, inline: false },
         Field { number: 9, json: "completionMode", ty: String, label: Optional, keep_zero: true, inline: false },
@@ -746,8 +746,8 @@ pub(super) static MESSAGES: &[Message] = &[
     // 110
     Message { name: "k8s.io.api.batch.v1.JobStatus", special: None, fields: &[
         Field { number: 1, json: "conditions", ty: Message(107), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 2, json: "startTime", ty: Message(463), label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "completionTime", ty: Message(463), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "startTime", ty: Message(469), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "completionTime", ty: Message(469), label: Optional, keep_zero: true, inline: false },
         Field { number: 4, json: "active", ty: Int32, label: Optional, keep_zero: false, inline: false },
         Field { number: 5, json: "succeeded", ty: Int32, label: Optional, keep_zero: false, inline: false },
         Field { number: 6, json: "failed", ty: Int32, label: Optional, keep_zero: false, inline: false },
@@ -759,7 +759,7 @@ pub(super) static MESSAGES: &[Message] = &[
     ] },
     // 111
     Message { name: "k8s.io.api.batch.v1.JobTemplateSpec", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "spec", ty: Message(109), label: Optional, keep_zero: false, inline: false },
     ] },
     // 112
@@ -798,53 +798,93 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 2, json: "failed", ty: String, label: Repeated, keep_zero: false, inline: false },
     ] },
     // 119
-    Message { name: "k8s.io.api.coordination.v1.Lease", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "spec", ty: Message(121), label: Optional, keep_zero: false, inline: false },
+    Message { name: "k8s.io.api.certificates.v1.CertificateSigningRequest", special: None, fields: &[
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "spec", ty: Message(122), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "status", ty: Message(123), label: Optional, keep_zero: false, inline: false },
     ] },
     // 120
-    Message { name: "k8s.io.api.coordination.v1.LeaseList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(119), label: Repeated, keep_zero: true, inline: false },
+    Message { name: "k8s.io.api.certificates.v1.CertificateSigningRequestCondition", special: None, fields: &[
+        Field { number: 1, json: "type", ty: String, label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "reason", ty: String, label: Optional, keep_zero: false, inline: false },
+        Field { number: 3, json: "message", ty: String, label: Optional, keep_zero: false, inline: false },
+        Field { number: 4, json: "lastUpdateTime", ty: Message(469), label: Optional, keep_zero: false, inline: false },
+        Field { number: 5, json: "lastTransitionTime", ty: Message(469), label: Optional, keep_zero: false, inline: false },
+        Field { number: 6, json: "status", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
     // 121
+    Message { name: "k8s.io.api.certificates.v1.CertificateSigningRequestList", special: None, fields: &[
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(119), label: Repeated, keep_zero: true, inline: false },
+    ] },
+    // 122
+    Message { name: "k8s.io.api.certificates.v1.CertificateSigningRequestSpec", special: None, fields: &[
+        Field { number: 1, json: "request", ty: Bytes, label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "username", ty: String, label: Optional, keep_zero: false, inline: false },
+        Field { number: 3, json: "uid", ty: String, label: Optional, keep_zero: false, inline: false },
+        Field { number: 4, json: "groups", ty: String, label: Repeated, keep_zero: false, inline: false },
+        Field { number: 5, json: "usages", ty: String, label: Repeated, keep_zero: false, inline: false },
+        Field { number: 6, json: "extra", ty: Message(124), label: Map, keep_zero: false, inline: false },
+        Field { number: 7, json: "signerName", ty: String, label: Optional, keep_zero: true, inline: false },
+        Field { number: 8, json: "expirationSeconds", ty: Int32, label: Optional, keep_zero: true, inline: false },
+    ] },
+    // 123
+    Message { name: "k8s.io.api.certificates.v1.CertificateSigningRequestStatus", special: None, fields: &[
+        Field { number: 1, json: "conditions", ty: Message(120), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 2, json: "certificate", ty: Bytes, label: Optional, keep_zero: false, inline: false },
+    ] },
+    // 124
+    Message { name: "k8s.io.api.certificates.v1.ExtraValue", special: Some(Special::StringList), fields: &[
+        Field { number: 1, json: "items", ty: String, label: Repeated, keep_zero: false, inline: false },
+    ] },
+    // 125
+    Message { name: "k8s.io.api.coordination.v1.Lease", special: None, fields: &[
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "spec", ty: Message(127), label: Optional, keep_zero: false, inline: false },
+    ] },
+    // 126
+    Message { name: "k8s.io.api.coordination.v1.LeaseList", special: None, fields: &[
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(125), label: Repeated, keep_zero: true, inline: false },
+    ] },
+    // 127
     Message { name: "k8s.io.api.coordination.v1.LeaseSpec", special: None, fields: &[
         Field { number: 1, json: "holderIdentity", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "leaseDurationSeconds", ty: Int32, label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "acquireTime", ty: Message(449), label: Optional, keep_zero: true, inline: false },
-        Field { number: 4, json: "renewTime", ty: Message(449), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "acquireTime", ty: Message(455), label: Optional, keep_zero: true, inline: false },
+        Field { number: 4, json: "renewTime", ty: Message(455), label: Optional, keep_zero: true, inline: false },
         Field { number: 5, json: "leaseTransitions", ty: Int32, label: Optional, keep_zero: true, inline: false },
         Field { number: 6, json: "strategy", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 7, json: "preferredHolder", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 122
+    // 128
     Message { name: "k8s.io.api.core.v1.Affinity", special: None, fields: &[
-        Field { number: 1, json: "nodeAffinity", ty: Message(224), label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "podAffinity", ty: Message(257), label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "podAntiAffinity", ty: Message(259), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "nodeAffinity", ty: Message(230), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "podAffinity", ty: Message(263), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "podAntiAffinity", ty: Message(265), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 123
+    // 129
     Message { name: "k8s.io.api.core.v1.AppArmorProfile", special: None, fields: &[
         Field { number: 1, json: "type", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "localhostProfile", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 124
+    // 130
     Message { name: "k8s.io.api.core.v1.AttachedVolume", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "devicePath", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 125
+    // 131
     Message { name: "k8s.io.api.core.v1.AvoidPods", special: None, fields: &[
-        Field { number: 1, json: "preferAvoidPods", ty: Message(288), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 1, json: "preferAvoidPods", ty: Message(294), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 126
+    // 132
     Message { name: "k8s.io.api.core.v1.AwsElasticBlockStoreVolumeSource", special: None, fields: &[
         Field { number: 1, json: "volumeID", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "fsType", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "partition", ty: Int32, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "readOnly", ty: Bool, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 127
+    // 133
     Message { name: "k8s.io.api.core.v1.AzureDiskVolumeSource", special: None, fields: &[
         Field { number: 1, json: "diskName", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "diskURI", ty: String, label: Optional, keep_zero: true, inline: false },
@@ -853,135 +893,135 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 5, json: "readOnly", ty: Bool, label: Optional, keep_zero: true, inline: false },
         Field { number: 6, json: "kind", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 128
+    // 134
     Message { name: "k8s.io.api.core.v1.AzureFilePersistentVolumeSource", special: None, fields: &[
         Field { number: 1, json: "secretName", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "shareName", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "readOnly", ty: Bool, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "secretNamespace", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 129
+    // 135
     Message { name: "k8s.io.api.core.v1.AzureFileVolumeSource", special: None, fields: &[
         Field { number: 1, json: "secretName", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "shareName", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "readOnly", ty: Bool, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 130
+    // 136
     Message { name: "k8s.io.api.core.v1.Binding", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "target", ty: Message(242), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "target", ty: Message(248), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 131
+    // 137
     Message { name: "k8s.io.api.core.v1.CSIPersistentVolumeSource", special: None, fields: &[
         Field { number: 1, json: "driver", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "volumeHandle", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "readOnly", ty: Bool, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "fsType", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 5, json: "volumeAttributes", ty: String, label: Map, keep_zero: false, inline: false },
-        Field { number: 6, json: "controllerPublishSecretRef", ty: Message(322), label: Optional, keep_zero: true, inline: false },
-        Field { number: 7, json: "nodeStageSecretRef", ty: Message(322), label: Optional, keep_zero: true, inline: false },
-        Field { number: 8, json: "nodePublishSecretRef", ty: Message(322), label: Optional, keep_zero: true, inline: false },
-        Field { number: 9, json: "controllerExpandSecretRef", ty: Message(322), label: Optional, keep_zero: true, inline: false },
-        Field { number: 10, json: "nodeExpandSecretRef", ty: Message(322), label: Optional, keep_zero: true, inline: false },
+        Field { number: 6, json: "controllerPublishSecretRef", ty: Message(328), label: Optional, keep_zero: true, inline: false },
+        Field { number: 7, json: "nodeStageSecretRef", ty: Message(328), label: Optional, keep_zero: true, inline: false },
+        Field { number: 8, json: "nodePublishSecretRef", ty: Message(328), label: Optional, keep_zero: true, inline: false },
+        Field { number: 9, json: "controllerExpandSecretRef", ty: Message(328), label: Optional, keep_zero: true, inline: false },
+        Field { number: 10, json: "nodeExpandSecretRef", ty: Message(328), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 132
+    // 138
     Message { name: "k8s.io.api.core.v1.CSIVolumeSource", special: None, fields: &[
         Field { number: 1, json: "driver", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "readOnly", ty: Bool, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "fsType", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 4, json: "volumeAttributes", ty: String, label: Map, keep_zero: false, inline: false },
-        Field { number: 5, json: "nodePublishSecretRef", ty: Message(213), label: Optional, keep_zero: true, inline: false },
+        Field { number: 5, json: "nodePublishSecretRef", ty: Message(219), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 133
+    // 139
     Message { name: "k8s.io.api.core.v1.Capabilities", special: None, fields: &[
         Field { number: 1, json: "add", ty: String, label: Repeated, keep_zero: false, inline: false },
         Field { number: 2, json: "drop", ty: String, label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 134
+    // 140
     Message { name: "k8s.io.api.core.v1.CephFsPersistentVolumeSource", special: None, fields: &[
         Field { number: 1, json: "monitors", ty: String, label: Repeated, keep_zero: true, inline: false },
         Field { number: 2, json: "path", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "user", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "secretFile", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 5, json: "secretRef", ty: Message(322), label: Optional, keep_zero: true, inline: false },
+        Field { number: 5, json: "secretRef", ty: Message(328), label: Optional, keep_zero: true, inline: false },
         Field { number: 6, json: "readOnly", ty: Bool, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 135
+    // 141
     Message { name: "k8s.io.api.core.v1.CephFsVolumeSource", special: None, fields: &[
         Field { number: 1, json: "monitors", ty: String, label: Repeated, keep_zero: true, inline: false },
         Field { number: 2, json: "path", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "user", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "secretFile", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 5, json: "secretRef", ty: Message(213), label: Optional, keep_zero: true, inline: false },
+        Field { number: 5, json: "secretRef", ty: Message(219), label: Optional, keep_zero: true, inline: false },
         Field { number: 6, json: "readOnly", ty: Bool, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 136
+    // 142
     Message { name: "k8s.io.api.core.v1.CinderPersistentVolumeSource", special: None, fields: &[
         Field { number: 1, json: "volumeID", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "fsType", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "readOnly", ty: Bool, label: Optional, keep_zero: false, inline: false },
-        Field { number: 4, json: "secretRef", ty: Message(322), label: Optional, keep_zero: true, inline: false },
+        Field { number: 4, json: "secretRef", ty: Message(328), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 137
+    // 143
     Message { name: "k8s.io.api.core.v1.CinderVolumeSource", special: None, fields: &[
         Field { number: 1, json: "volumeID", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "fsType", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "readOnly", ty: Bool, label: Optional, keep_zero: false, inline: false },
-        Field { number: 4, json: "secretRef", ty: Message(213), label: Optional, keep_zero: true, inline: false },
+        Field { number: 4, json: "secretRef", ty: Message(219), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 138
+    // 144
     Message { name: "k8s.io.api.core.v1.ClientIpConfig", special: None, fields: &[
         Field { number: 1, json: "timeoutSeconds", ty: Int32, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 139
+    // 145
     Message { name: "k8s.io.api.core.v1.ClusterTrustBundleProjection", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "signerName", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "labelSelector", ty: Message(443), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "labelSelector", ty: Message(449), label: Optional, keep_zero: true, inline: false },
         Field { number: 4, json: "path", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 5, json: "optional", ty: Bool, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 140
+    // 146
     Message { name: "k8s.io.api.core.v1.ComponentCondition", special: None, fields: &[
         Field { number: 1, json: "type", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "status", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "message", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "error", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 141
+    // 147
     Message { name: "k8s.io.api.core.v1.ComponentStatus", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "conditions", ty: Message(140), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "conditions", ty: Message(146), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 142
+    // 148
     Message { name: "k8s.io.api.core.v1.ComponentStatusList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(141), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(147), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 143
+    // 149
     Message { name: "k8s.io.api.core.v1.ConfigMap", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "data", ty: String, label: Map, keep_zero: false, inline: false },
         Field { number: 3, json: "binaryData", ty: Bytes, label: Map, keep_zero: false, inline: false },
         Field { number: 4, json: "immutable", ty: Bool, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 144
+    // 150
     Message { name: "k8s.io.api.core.v1.ConfigMapEnvSource", special: None, fields: &[
-        Field { number: 1, json: "", ty: Message(213), label: Optional, keep_zero: true, inline: true },
+        Field { number: 1, json: "", ty: Message(219), label: Optional, keep_zero: true, inline: true },
         Field { number: 2, json: "optional", ty: Bool, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 145
+    // 151
     Message { name: "k8s.io.api.core.v1.ConfigMapKeySelector", special: None, fields: &[
-        Field { number: 1, json: "", ty: Message(213), label: Optional, keep_zero: true, inline: true },
+        Field { number: 1, json: "", ty: Message(219), label: Optional, keep_zero: true, inline: true },
         Field { number: 2, json: "key", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "optional", ty: Bool, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 146
+    // 152
     Message { name: "k8s.io.api.core.v1.ConfigMapList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(143), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(149), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 147
+    // 153
     Message { name: "k8s.io.api.core.v1.ConfigMapNodeConfigSource", special: None, fields: &[
         Field { number: 1, json: "namespace", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
@@ -989,59 +1029,59 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 4, json: "resourceVersion", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 5, json: "kubeletConfigKey", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 148
+    // 154
     Message { name: "k8s.io.api.core.v1.ConfigMapProjection", special: None, fields: &[
-        Field { number: 1, json: "", ty: Message(213), label: Optional, keep_zero: true, inline: true },
-        Field { number: 2, json: "items", ty: Message(202), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 1, json: "", ty: Message(219), label: Optional, keep_zero: true, inline: true },
+        Field { number: 2, json: "items", ty: Message(208), label: Repeated, keep_zero: false, inline: false },
         Field { number: 4, json: "optional", ty: Bool, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 149
+    // 155
     Message { name: "k8s.io.api.core.v1.ConfigMapVolumeSource", special: None, fields: &[
-        Field { number: 1, json: "", ty: Message(213), label: Optional, keep_zero: true, inline: true },
-        Field { number: 2, json: "items", ty: Message(202), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 1, json: "", ty: Message(219), label: Optional, keep_zero: true, inline: true },
+        Field { number: 2, json: "items", ty: Message(208), label: Repeated, keep_zero: false, inline: false },
         Field { number: 3, json: "defaultMode", ty: Int32, label: Optional, keep_zero: true, inline: false },
         Field { number: 4, json: "optional", ty: Bool, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 150
+    // 156
     Message { name: "k8s.io.api.core.v1.Container", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "image", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "command", ty: String, label: Repeated, keep_zero: false, inline: false },
         Field { number: 4, json: "args", ty: String, label: Repeated, keep_zero: false, inline: false },
         Field { number: 5, json: "workingDir", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 6, json: "ports", ty: Message(153), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 7, json: "env", ty: Message(174), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 8, json: "resources", ty: Message(309), label: Optional, keep_zero: false, inline: false },
-        Field { number: 9, json: "volumeMounts", ty: Message(350), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 10, json: "livenessProbe", ty: Message(290), label: Optional, keep_zero: true, inline: false },
-        Field { number: 11, json: "readinessProbe", ty: Message(290), label: Optional, keep_zero: true, inline: false },
-        Field { number: 12, json: "lifecycle", ty: Message(203), label: Optional, keep_zero: true, inline: false },
+        Field { number: 6, json: "ports", ty: Message(159), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 7, json: "env", ty: Message(180), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 8, json: "resources", ty: Message(315), label: Optional, keep_zero: false, inline: false },
+        Field { number: 9, json: "volumeMounts", ty: Message(356), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 10, json: "livenessProbe", ty: Message(296), label: Optional, keep_zero: true, inline: false },
+        Field { number: 11, json: "readinessProbe", ty: Message(296), label: Optional, keep_zero: true, inline: false },
+        Field { number: 12, json: "lifecycle", ty: Message(209), label: Optional, keep_zero: true, inline: false },
         Field { number: 13, json: "terminationMessagePath", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 14, json: "imagePullPolicy", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 15, json: "securityContext", ty: Message(324), label: Optional, keep_zero: true, inline: false },
+        Field { number: 15, json: "securityContext", ty: Message(330), label: Optional, keep_zero: true, inline: false },
         Field { number: 16, json: "stdin", ty: Bool, label: Optional, keep_zero: false, inline: false },
         Field { number: 17, json: "stdinOnce", ty: Bool, label: Optional, keep_zero: false, inline: false },
         Field { number: 18, json: "tty", ty: Bool, label: Optional, keep_zero: false, inline: false },
-        Field { number: 19, json: "envFrom", ty: Message(173), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 19, json: "envFrom", ty: Message(179), label: Repeated, keep_zero: false, inline: false },
         Field { number: 20, json: "terminationMessagePolicy", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 21, json: "volumeDevices", ty: Message(349), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 22, json: "startupProbe", ty: Message(290), label: Optional, keep_zero: true, inline: false },
-        Field { number: 23, json: "resizePolicy", ty: Message(154), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 21, json: "volumeDevices", ty: Message(355), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 22, json: "startupProbe", ty: Message(296), label: Optional, keep_zero: true, inline: false },
+        Field { number: 23, json: "resizePolicy", ty: Message(160), label: Repeated, keep_zero: false, inline: false },
         Field { number: 24, json: "restartPolicy", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 25, json: "restartPolicyRules", ty: Message(155), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 25, json: "restartPolicyRules", ty: Message(161), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 151
+    // 157
     Message { name: "k8s.io.api.core.v1.ContainerExtendedResourceRequest", special: None, fields: &[
         Field { number: 1, json: "containerName", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "resourceName", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "requestName", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 152
+    // 158
     Message { name: "k8s.io.api.core.v1.ContainerImage", special: None, fields: &[
         Field { number: 1, json: "names", ty: String, label: Repeated, keep_zero: true, inline: false },
         Field { number: 2, json: "sizeBytes", ty: Int64, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 153
+    // 159
     Message { name: "k8s.io.api.core.v1.ContainerPort", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "hostPort", ty: Int32, label: Optional, keep_zero: false, inline: false },
@@ -1049,218 +1089,218 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 4, json: "protocol", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 5, json: "hostIP", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 154
+    // 160
     Message { name: "k8s.io.api.core.v1.ContainerResizePolicy", special: None, fields: &[
         Field { number: 1, json: "resourceName", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "restartPolicy", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 155
+    // 161
     Message { name: "k8s.io.api.core.v1.ContainerRestartRule", special: None, fields: &[
         Field { number: 1, json: "action", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "exitCodes", ty: Message(156), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "exitCodes", ty: Message(162), label: Optional, keep_zero: false, inline: false },
     ] },
-    // 156
+    // 162
     Message { name: "k8s.io.api.core.v1.ContainerRestartRuleOnExitCodes", special: None, fields: &[
         Field { number: 1, json: "operator", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "values", ty: Int32, label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 157
+    // 163
     Message { name: "k8s.io.api.core.v1.ContainerState", special: None, fields: &[
-        Field { number: 1, json: "waiting", ty: Message(160), label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "running", ty: Message(158), label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "terminated", ty: Message(159), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "waiting", ty: Message(166), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "running", ty: Message(164), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "terminated", ty: Message(165), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 158
+    // 164
     Message { name: "k8s.io.api.core.v1.ContainerStateRunning", special: None, fields: &[
-        Field { number: 1, json: "startedAt", ty: Message(463), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "startedAt", ty: Message(469), label: Optional, keep_zero: false, inline: false },
     ] },
-    // 159
+    // 165
     Message { name: "k8s.io.api.core.v1.ContainerStateTerminated", special: None, fields: &[
         Field { number: 1, json: "exitCode", ty: Int32, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "signal", ty: Int32, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "reason", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "message", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 5, json: "startedAt", ty: Message(463), label: Optional, keep_zero: false, inline: false },
-        Field { number: 6, json: "finishedAt", ty: Message(463), label: Optional, keep_zero: false, inline: false },
+        Field { number: 5, json: "startedAt", ty: Message(469), label: Optional, keep_zero: false, inline: false },
+        Field { number: 6, json: "finishedAt", ty: Message(469), label: Optional, keep_zero: false, inline: false },
         Field { number: 7, json: "containerID", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 160
+    // 166
     Message { name: "k8s.io.api.core.v1.ContainerStateWaiting", special: None, fields: &[
         Field { number: 1, json: "reason", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "message", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 161
+    // 167
     Message { name: "k8s.io.api.core.v1.ContainerStatus", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "state", ty: Message(157), label: Optional, keep_zero: false, inline: false },
-        Field { number: 3, json: "lastState", ty: Message(157), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "state", ty: Message(163), label: Optional, keep_zero: false, inline: false },
+        Field { number: 3, json: "lastState", ty: Message(163), label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "ready", ty: Bool, label: Optional, keep_zero: true, inline: false },
         Field { number: 5, json: "restartCount", ty: Int32, label: Optional, keep_zero: true, inline: false },
         Field { number: 6, json: "image", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 7, json: "imageID", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 8, json: "containerID", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 9, json: "started", ty: Bool, label: Optional, keep_zero: true, inline: false },
-        Field { number: 10, json: "allocatedResources", ty: Message(422), label: Map, keep_zero: false, inline: false },
-        Field { number: 11, json: "resources", ty: Message(309), label: Optional, keep_zero: true, inline: false },
-        Field { number: 12, json: "volumeMounts", ty: Message(351), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 13, json: "user", ty: Message(162), label: Optional, keep_zero: true, inline: false },
-        Field { number: 14, json: "allocatedResourcesStatus", ty: Message(310), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 10, json: "allocatedResources", ty: Message(428), label: Map, keep_zero: false, inline: false },
+        Field { number: 11, json: "resources", ty: Message(315), label: Optional, keep_zero: true, inline: false },
+        Field { number: 12, json: "volumeMounts", ty: Message(357), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 13, json: "user", ty: Message(168), label: Optional, keep_zero: true, inline: false },
+        Field { number: 14, json: "allocatedResourcesStatus", ty: Message(316), label: Repeated, keep_zero: false, inline: false },
         Field { number: 15, json: "stopSignal", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 162
+    // 168
     Message { name: "k8s.io.api.core.v1.ContainerUser", special: None, fields: &[
-        Field { number: 1, json: "linux", ty: Message(209), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "linux", ty: Message(215), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 163
+    // 169
     Message { name: "k8s.io.api.core.v1.DaemonEndpoint", special: None, fields: &[
         Field { number: 1, json: "Port", ty: Int32, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 164
+    // 170
     Message { name: "k8s.io.api.core.v1.DownwardAPIProjection", special: None, fields: &[
-        Field { number: 1, json: "items", ty: Message(165), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 1, json: "items", ty: Message(171), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 165
+    // 171
     Message { name: "k8s.io.api.core.v1.DownwardAPIVolumeFile", special: None, fields: &[
         Field { number: 1, json: "path", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "fieldRef", ty: Message(241), label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "resourceFieldRef", ty: Message(303), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "fieldRef", ty: Message(247), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "resourceFieldRef", ty: Message(309), label: Optional, keep_zero: true, inline: false },
         Field { number: 4, json: "mode", ty: Int32, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 166
+    // 172
     Message { name: "k8s.io.api.core.v1.DownwardAPIVolumeSource", special: None, fields: &[
-        Field { number: 1, json: "items", ty: Message(165), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 1, json: "items", ty: Message(171), label: Repeated, keep_zero: false, inline: false },
         Field { number: 2, json: "defaultMode", ty: Int32, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 167
+    // 173
     Message { name: "k8s.io.api.core.v1.EmptyDirVolumeSource", special: None, fields: &[
         Field { number: 1, json: "medium", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "sizeLimit", ty: Message(422), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "sizeLimit", ty: Message(428), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 168
+    // 174
     Message { name: "k8s.io.api.core.v1.EndpointAddress", special: None, fields: &[
         Field { number: 1, json: "ip", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "targetRef", ty: Message(242), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "targetRef", ty: Message(248), label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "hostname", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "nodeName", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 169
+    // 175
     Message { name: "k8s.io.api.core.v1.EndpointPort", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "port", ty: Int32, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "protocol", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "appProtocol", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 170
+    // 176
     Message { name: "k8s.io.api.core.v1.EndpointSubset", special: None, fields: &[
-        Field { number: 1, json: "addresses", ty: Message(168), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 2, json: "notReadyAddresses", ty: Message(168), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 3, json: "ports", ty: Message(169), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 1, json: "addresses", ty: Message(174), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 2, json: "notReadyAddresses", ty: Message(174), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 3, json: "ports", ty: Message(175), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 171
+    // 177
     Message { name: "k8s.io.api.core.v1.Endpoints", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "subsets", ty: Message(170), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "subsets", ty: Message(176), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 172
+    // 178
     Message { name: "k8s.io.api.core.v1.EndpointsList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(171), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(177), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 173
+    // 179
     Message { name: "k8s.io.api.core.v1.EnvFromSource", special: None, fields: &[
         Field { number: 1, json: "prefix", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "configMapRef", ty: Message(144), label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "secretRef", ty: Message(318), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "configMapRef", ty: Message(150), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "secretRef", ty: Message(324), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 174
+    // 180
     Message { name: "k8s.io.api.core.v1.EnvVar", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "value", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 3, json: "valueFrom", ty: Message(175), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "valueFrom", ty: Message(181), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 175
+    // 181
     Message { name: "k8s.io.api.core.v1.EnvVarSource", special: None, fields: &[
-        Field { number: 1, json: "fieldRef", ty: Message(241), label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "resourceFieldRef", ty: Message(303), label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "configMapKeyRef", ty: Message(145), label: Optional, keep_zero: true, inline: false },
-        Field { number: 4, json: "secretKeyRef", ty: Message(319), label: Optional, keep_zero: true, inline: false },
-        Field { number: 5, json: "fileKeyRef", ty: Message(185), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "fieldRef", ty: Message(247), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "resourceFieldRef", ty: Message(309), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "configMapKeyRef", ty: Message(151), label: Optional, keep_zero: true, inline: false },
+        Field { number: 4, json: "secretKeyRef", ty: Message(325), label: Optional, keep_zero: true, inline: false },
+        Field { number: 5, json: "fileKeyRef", ty: Message(191), label: Optional, keep_zero: false, inline: false },
     ] },
-    // 176
+    // 182
     Message { name: "k8s.io.api.core.v1.EphemeralContainer", special: None, fields: &[
-        Field { number: 1, json: "", ty: Message(177), label: Optional, keep_zero: true, inline: true },
+        Field { number: 1, json: "", ty: Message(183), label: Optional, keep_zero: true, inline: true },
         Field { number: 2, json: "targetContainerName", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 177
+    // 183
     Message { name: "k8s.io.api.core.v1.EphemeralContainerCommon", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "image", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "command", ty: String, label: Repeated, keep_zero: false, inline: false },
         Field { number: 4, json: "args", ty: String, label: Repeated, keep_zero: false, inline: false },
         Field { number: 5, json: "workingDir", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 6, json: "ports", ty: Message(153), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 7, json: "env", ty: Message(174), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 8, json: "resources", ty: Message(309), label: Optional, keep_zero: false, inline: false },
-        Field { number: 9, json: "volumeMounts", ty: Message(350), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 10, json: "livenessProbe", ty: Message(290), label: Optional, keep_zero: true, inline: false },
-        Field { number: 11, json: "readinessProbe", ty: Message(290), label: Optional, keep_zero: true, inline: false },
-        Field { number: 12, json: "lifecycle", ty: Message(203), label: Optional, keep_zero: true, inline: false },
+        Field { number: 6, json: "ports", ty: Message(159), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 7, json: "env", ty: Message(180), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 8, json: "resources", ty: Message(315), label: Optional, keep_zero: false, inline: false },
+        Field { number: 9, json: "volumeMounts", ty: Message(356), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 10, json: "livenessProbe", ty: Message(296), label: Optional, keep_zero: true, inline: false },
+        Field { number: 11, json: "readinessProbe", ty: Message(296), label: Optional, keep_zero: true, inline: false },
+        Field { number: 12, json: "lifecycle", ty: Message(209), label: Optional, keep_zero: true, inline: false },
         Field { number: 13, json: "terminationMessagePath", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 14, json: "imagePullPolicy", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 15, json: "securityContext", ty: Message(324), label: Optional, keep_zero: true, inline: false },
+        Field { number: 15, json: "securityContext", ty: Message(330), label: Optional, keep_zero: true, inline: false },
         Field { number: 16, json: "stdin", ty: Bool, label: Optional, keep_zero: false, inline: false },
         Field { number: 17, json: "stdinOnce", ty: Bool, label: Optional, keep_zero: false, inline: false },
         Field { number: 18, json: "tty", ty: Bool, label: Optional, keep_zero: false, inline: false },
-        Field { number: 19, json: "envFrom", ty: Message(173), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 19, json: "envFrom", ty: Message(179), label: Repeated, keep_zero: false, inline: false },
         Field { number: 20, json: "terminationMessagePolicy", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 21, json: "volumeDevices", ty: Message(349), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 22, json: "startupProbe", ty: Message(290), label: Optional, keep_zero: true, inline: false },
-        Field { number: 23, json: "resizePolicy", ty: Message(154), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 21, json: "volumeDevices", ty: Message(355), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 22, json: "startupProbe", ty: Message(296), label: Optional, keep_zero: true, inline: false },
+        Field { number: 23, json: "resizePolicy", ty: Message(160), label: Repeated, keep_zero: false, inline: false },
         Field { number: 24, json: "restartPolicy", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 25, json: "restartPolicyRules", ty: Message(155), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 25, json: "restartPolicyRules", ty: Message(161), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 178
+    // 184
     Message { name: "k8s.io.api.core.v1.EphemeralVolumeSource", special: None, fields: &[
-        Field { number: 1, json: "volumeClaimTemplate", ty: Message(249), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "volumeClaimTemplate", ty: Message(255), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 179
+    // 185
     Message { name: "k8s.io.api.core.v1.Event", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "involvedObject", ty: Message(242), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "involvedObject", ty: Message(248), label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "reason", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "message", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 5, json: "source", ty: Message(182), label: Optional, keep_zero: false, inline: false },
-        Field { number: 6, json: "firstTimestamp", ty: Message(463), label: Optional, keep_zero: false, inline: false },
-        Field { number: 7, json: "lastTimestamp", ty: Message(463), label: Optional, keep_zero: false, inline: false },
+        Field { number: 5, json: "source", ty: Message(188), label: Optional, keep_zero: false, inline: false },
+        Field { number: 6, json: "firstTimestamp", ty: Message(469), label: Optional, keep_zero: false, inline: false },
+        Field { number: 7, json: "lastTimestamp", ty: Message(469), label: Optional, keep_zero: false, inline: false },
         Field { number: 8, json: "count", ty: Int32, label: Optional, keep_zero: false, inline: false },
         Field { number: 9, json: "type", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 10, json: "eventTime", ty: Message(449), label: Optional, keep_zero: false, inline: false },
-        Field { number: 11, json: "series", ty: Message(181), label: Optional, keep_zero: true, inline: false },
+        Field { number: 10, json: "eventTime", ty: Message(455), label: Optional, keep_zero: false, inline: false },
+        Field { number: 11, json: "series", ty: Message(187), label: Optional, keep_zero: true, inline: false },
         Field { number: 12, json: "action", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 13, json: "related", ty: Message(242), label: Optional, keep_zero: true, inline: false },
+        Field { number: 13, json: "related", ty: Message(248), label: Optional, keep_zero: true, inline: false },
         Field { number: 14, json: "reportingComponent", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 15, json: "reportingInstance", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 180
+    // 186
     Message { name: "k8s.io.api.core.v1.EventList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(179), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(185), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 181
+    // 187
     Message { name: "k8s.io.api.core.v1.EventSeries", special: None, fields: &[
         Field { number: 1, json: "count", ty: Int32, label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "lastObservedTime", ty: Message(449), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "lastObservedTime", ty: Message(455), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 182
+    // 188
     Message { name: "k8s.io.api.core.v1.EventSource", special: None, fields: &[
         Field { number: 1, json: "component", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "host", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 183
+    // 189
     Message { name: "k8s.io.api.core.v1.ExecAction", special: None, fields: &[
         Field { number: 1, json: "command", ty: String, label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 184
+    // 190
     Message { name: "k8s.io.api.core.v1.FcVolumeSource", special: None, fields: &[
         Field { number: 1, json: "targetWWNs", ty: String, label: Repeated, keep_zero: false, inline: false },
         Field { number: 2, json: "lun", ty: Int32, label: Optional, keep_zero: true, inline: false },
@@ -1268,98 +1308,98 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 4, json: "readOnly", ty: Bool, label: Optional, keep_zero: false, inline: false },
         Field { number: 5, json: "wwids", ty: String, label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 185
+    // 191
     Message { name: "k8s.io.api.core.v1.FileKeySelector", special: None, fields: &[
         Field { number: 1, json: "volumeName", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "path", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "key", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 4, json: "optional", ty: Bool, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 186
+    // 192
     Message { name: "k8s.io.api.core.v1.FlexPersistentVolumeSource", special: None, fields: &[
         Field { number: 1, json: "driver", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "fsType", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 3, json: "secretRef", ty: Message(322), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "secretRef", ty: Message(328), label: Optional, keep_zero: true, inline: false },
         Field { number: 4, json: "readOnly", ty: Bool, label: Optional, keep_zero: false, inline: false },
         Field { number: 5, json: "options", ty: String, label: Map, keep_zero: false, inline: false },
     ] },
-    // 187
+    // 193
     Message { name: "k8s.io.api.core.v1.FlexVolumeSource", special: None, fields: &[
         Field { number: 1, json: "driver", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "fsType", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 3, json: "secretRef", ty: Message(213), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "secretRef", ty: Message(219), label: Optional, keep_zero: true, inline: false },
         Field { number: 4, json: "readOnly", ty: Bool, label: Optional, keep_zero: false, inline: false },
         Field { number: 5, json: "options", ty: String, label: Map, keep_zero: false, inline: false },
     ] },
-    // 188
+    // 194
     Message { name: "k8s.io.api.core.v1.FlockerVolumeSource", special: None, fields: &[
         Field { number: 1, json: "datasetName", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "datasetUUID", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 189
+    // 195
     Message { name: "k8s.io.api.core.v1.GcePersistentDiskVolumeSource", special: None, fields: &[
         Field { number: 1, json: "pdName", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "fsType", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "partition", ty: Int32, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "readOnly", ty: Bool, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 190
+    // 196
     Message { name: "k8s.io.api.core.v1.GitRepoVolumeSource", special: None, fields: &[
         Field { number: 1, json: "repository", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "revision", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "directory", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 191
+    // 197
     Message { name: "k8s.io.api.core.v1.GlusterfsPersistentVolumeSource", special: None, fields: &[
         Field { number: 1, json: "endpoints", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "path", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "readOnly", ty: Bool, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "endpointsNamespace", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 192
+    // 198
     Message { name: "k8s.io.api.core.v1.GlusterfsVolumeSource", special: None, fields: &[
         Field { number: 1, json: "endpoints", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "path", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "readOnly", ty: Bool, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 193
+    // 199
     Message { name: "k8s.io.api.core.v1.GrpcAction", special: None, fields: &[
         Field { number: 1, json: "port", ty: Int32, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "service", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 194
+    // 200
     Message { name: "k8s.io.api.core.v1.HostAlias", special: None, fields: &[
         Field { number: 1, json: "ip", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "hostnames", ty: String, label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 195
+    // 201
     Message { name: "k8s.io.api.core.v1.HostIp", special: None, fields: &[
         Field { number: 1, json: "ip", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 196
+    // 202
     Message { name: "k8s.io.api.core.v1.HostPathVolumeSource", special: None, fields: &[
         Field { number: 1, json: "path", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "type", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 197
+    // 203
     Message { name: "k8s.io.api.core.v1.HttpGetAction", special: None, fields: &[
         Field { number: 1, json: "path", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "port", ty: Message(472), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "port", ty: Message(478), label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "host", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "scheme", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 5, json: "httpHeaders", ty: Message(198), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 5, json: "httpHeaders", ty: Message(204), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 198
+    // 204
     Message { name: "k8s.io.api.core.v1.HttpHeader", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "value", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 199
+    // 205
     Message { name: "k8s.io.api.core.v1.ImageVolumeSource", special: None, fields: &[
         Field { number: 1, json: "reference", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "pullPolicy", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 200
+    // 206
     Message { name: "k8s.io.api.core.v1.IscsiPersistentVolumeSource", special: None, fields: &[
         Field { number: 1, json: "targetPortal", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "iqn", ty: String, label: Optional, keep_zero: true, inline: false },
@@ -1369,11 +1409,11 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 6, json: "readOnly", ty: Bool, label: Optional, keep_zero: false, inline: false },
         Field { number: 7, json: "portals", ty: String, label: Repeated, keep_zero: false, inline: false },
         Field { number: 8, json: "chapAuthDiscovery", ty: Bool, label: Optional, keep_zero: false, inline: false },
-        Field { number: 10, json: "secretRef", ty: Message(322), label: Optional, keep_zero: true, inline: false },
+        Field { number: 10, json: "secretRef", ty: Message(328), label: Optional, keep_zero: true, inline: false },
         Field { number: 11, json: "chapAuthSession", ty: Bool, label: Optional, keep_zero: false, inline: false },
         Field { number: 12, json: "initiatorName", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 201
+    // 207
     Message { name: "k8s.io.api.core.v1.IscsiVolumeSource", special: None, fields: &[
         Field { number: 1, json: "targetPortal", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "iqn", ty: String, label: Optional, keep_zero: true, inline: false },
@@ -1383,232 +1423,232 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 6, json: "readOnly", ty: Bool, label: Optional, keep_zero: false, inline: false },
         Field { number: 7, json: "portals", ty: String, label: Repeated, keep_zero: false, inline: false },
         Field { number: 8, json: "chapAuthDiscovery", ty: Bool, label: Optional, keep_zero: false, inline: false },
-        Field { number: 10, json: "secretRef", ty: Message(213), label: Optional, keep_zero: true, inline: false },
+        Field { number: 10, json: "secretRef", ty: Message(219), label: Optional, keep_zero: true, inline: false },
         Field { number: 11, json: "chapAuthSession", ty: Bool, label: Optional, keep_zero: false, inline: false },
         Field { number: 12, json: "initiatorName", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 202
+    // 208
     Message { name: "k8s.io.api.core.v1.KeyToPath", special: None, fields: &[
         Field { number: 1, json: "key", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "path", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "mode", ty: Int32, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 203
+    // 209
     Message { name: "k8s.io.api.core.v1.Lifecycle", special: None, fields: &[
-        Field { number: 1, json: "postStart", ty: Message(204), label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "preStop", ty: Message(204), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "postStart", ty: Message(210), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "preStop", ty: Message(210), label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "stopSignal", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 204
+    // 210
     Message { name: "k8s.io.api.core.v1.LifecycleHandler", special: None, fields: &[
-        Field { number: 1, json: "exec", ty: Message(183), label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "httpGet", ty: Message(197), label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "tcpSocket", ty: Message(341), label: Optional, keep_zero: true, inline: false },
-        Field { number: 4, json: "sleep", ty: Message(336), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "exec", ty: Message(189), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "httpGet", ty: Message(203), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "tcpSocket", ty: Message(347), label: Optional, keep_zero: true, inline: false },
+        Field { number: 4, json: "sleep", ty: Message(342), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 205
+    // 211
     Message { name: "k8s.io.api.core.v1.LimitRange", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "spec", ty: Message(208), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "spec", ty: Message(214), label: Optional, keep_zero: false, inline: false },
     ] },
-    // 206
+    // 212
     Message { name: "k8s.io.api.core.v1.LimitRangeItem", special: None, fields: &[
         Field { number: 1, json: "type", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "max", ty: Message(422), label: Map, keep_zero: false, inline: false },
-        Field { number: 3, json: "min", ty: Message(422), label: Map, keep_zero: false, inline: false },
-        Field { number: 4, json: "default", ty: Message(422), label: Map, keep_zero: false, inline: false },
-        Field { number: 5, json: "defaultRequest", ty: Message(422), label: Map, keep_zero: false, inline: false },
-        Field { number: 6, json: "maxLimitRequestRatio", ty: Message(422), label: Map, keep_zero: false, inline: false },
+        Field { number: 2, json: "max", ty: Message(428), label: Map, keep_zero: false, inline: false },
+        Field { number: 3, json: "min", ty: Message(428), label: Map, keep_zero: false, inline: false },
+        Field { number: 4, json: "default", ty: Message(428), label: Map, keep_zero: false, inline: false },
+        Field { number: 5, json: "defaultRequest", ty: Message(428), label: Map, keep_zero: false, inline: false },
+        Field { number: 6, json: "maxLimitRequestRatio", ty: Message(428), label: Map, keep_zero: false, inline: false },
     ] },
-    // 207
+    // 213
     Message { name: "k8s.io.api.core.v1.LimitRangeList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(205), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(211), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 208
+    // 214
     Message { name: "k8s.io.api.core.v1.LimitRangeSpec", special: None, fields: &[
-        Field { number: 1, json: "limits", ty: Message(206), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "limits", ty: Message(212), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 209
+    // 215
     Message { name: "k8s.io.api.core.v1.LinuxContainerUser", special: None, fields: &[
         Field { number: 1, json: "uid", ty: Int64, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "gid", ty: Int64, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "supplementalGroups", ty: Int64, label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 210
+    // 216
     Message { name: "k8s.io.api.core.v1.List", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(469), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(475), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 211
+    // 217
     Message { name: "k8s.io.api.core.v1.LoadBalancerIngress", special: None, fields: &[
         Field { number: 1, json: "ip", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "hostname", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "ipMode", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 4, json: "ports", ty: Message(285), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 4, json: "ports", ty: Message(291), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 212
+    // 218
     Message { name: "k8s.io.api.core.v1.LoadBalancerStatus", special: None, fields: &[
-        Field { number: 1, json: "ingress", ty: Message(211), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 1, json: "ingress", ty: Message(217), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 213
+    // 219
     Message { name: "k8s.io.api.core.v1.LocalObjectReference", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 214
+    // 220
     Message { name: "k8s.io.api.core.v1.LocalVolumeSource", special: None, fields: &[
         Field { number: 1, json: "path", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "fsType", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 215
+    // 221
     Message { name: "k8s.io.api.core.v1.ModifyVolumeStatus", special: None, fields: &[
         Field { number: 1, json: "targetVolumeAttributesClassName", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "status", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 216
+    // 222
     Message { name: "k8s.io.api.core.v1.Namespace", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "spec", ty: Message(219), label: Optional, keep_zero: false, inline: false },
-        Field { number: 3, json: "status", ty: Message(220), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "spec", ty: Message(225), label: Optional, keep_zero: false, inline: false },
+        Field { number: 3, json: "status", ty: Message(226), label: Optional, keep_zero: false, inline: false },
     ] },
-    // 217
+    // 223
     Message { name: "k8s.io.api.core.v1.NamespaceCondition", special: None, fields: &[
         Field { number: 1, json: "type", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "status", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 4, json: "lastTransitionTime", ty: Message(463), label: Optional, keep_zero: false, inline: false },
+        Field { number: 4, json: "lastTransitionTime", ty: Message(469), label: Optional, keep_zero: false, inline: false },
         Field { number: 5, json: "reason", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 6, json: "message", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 218
+    // 224
     Message { name: "k8s.io.api.core.v1.NamespaceList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(216), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(222), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 219
+    // 225
     Message { name: "k8s.io.api.core.v1.NamespaceSpec", special: None, fields: &[
         Field { number: 1, json: "finalizers", ty: String, label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 220
+    // 226
     Message { name: "k8s.io.api.core.v1.NamespaceStatus", special: None, fields: &[
         Field { number: 1, json: "phase", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "conditions", ty: Message(217), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 2, json: "conditions", ty: Message(223), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 221
+    // 227
     Message { name: "k8s.io.api.core.v1.NfsVolumeSource", special: None, fields: &[
         Field { number: 1, json: "server", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "path", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "readOnly", ty: Bool, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 222
+    // 228
     Message { name: "k8s.io.api.core.v1.Node", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "spec", ty: Message(237), label: Optional, keep_zero: false, inline: false },
-        Field { number: 3, json: "status", ty: Message(238), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "spec", ty: Message(243), label: Optional, keep_zero: false, inline: false },
+        Field { number: 3, json: "status", ty: Message(244), label: Optional, keep_zero: false, inline: false },
     ] },
-    // 223
+    // 229
     Message { name: "k8s.io.api.core.v1.NodeAddress", special: None, fields: &[
         Field { number: 1, json: "type", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "address", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 224
+    // 230
     Message { name: "k8s.io.api.core.v1.NodeAffinity", special: None, fields: &[
-        Field { number: 1, json: "requiredDuringSchedulingIgnoredDuringExecution", ty: Message(234), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "preferredDuringSchedulingIgnoredDuringExecution", ty: Message(289), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 1, json: "requiredDuringSchedulingIgnoredDuringExecution", ty: Message(240), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "preferredDuringSchedulingIgnoredDuringExecution", ty: Message(295), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 225
+    // 231
     Message { name: "k8s.io.api.core.v1.NodeCondition", special: None, fields: &[
         Field { number: 1, json: "type", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "status", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "lastHeartbeatTime", ty: Message(463), label: Optional, keep_zero: false, inline: false },
-        Field { number: 4, json: "lastTransitionTime", ty: Message(463), label: Optional, keep_zero: false, inline: false },
+        Field { number: 3, json: "lastHeartbeatTime", ty: Message(469), label: Optional, keep_zero: false, inline: false },
+        Field { number: 4, json: "lastTransitionTime", ty: Message(469), label: Optional, keep_zero: false, inline: false },
         Field { number: 5, json: "reason", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 6, json: "message", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 226
+    // 232
     Message { name: "k8s.io.api.core.v1.NodeConfigSource", special: None, fields: &[
-        Field { number: 2, json: "configMap", ty: Message(147), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "configMap", ty: Message(153), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 227
+    // 233
     Message { name: "k8s.io.api.core.v1.NodeConfigStatus", special: None, fields: &[
-        Field { number: 1, json: "assigned", ty: Message(226), label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "active", ty: Message(226), label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "lastKnownGood", ty: Message(226), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "assigned", ty: Message(232), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "active", ty: Message(232), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "lastKnownGood", ty: Message(232), label: Optional, keep_zero: true, inline: false },
         Field { number: 4, json: "error", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 228
+    // 234
     Message { name: "k8s.io.api.core.v1.NodeDaemonEndpoints", special: None, fields: &[
-        Field { number: 1, json: "kubeletEndpoint", ty: Message(163), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "kubeletEndpoint", ty: Message(169), label: Optional, keep_zero: false, inline: false },
     ] },
-    // 229
+    // 235
     Message { name: "k8s.io.api.core.v1.NodeFeatures", special: None, fields: &[
         Field { number: 1, json: "supplementalGroupsPolicy", ty: Bool, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 230
+    // 236
     Message { name: "k8s.io.api.core.v1.NodeList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(222), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(228), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 231
+    // 237
     Message { name: "k8s.io.api.core.v1.NodeProxyOptions", special: None, fields: &[
         Field { number: 1, json: "path", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 232
+    // 238
     Message { name: "k8s.io.api.core.v1.NodeRuntimeHandler", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "features", ty: Message(233), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "features", ty: Message(239), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 233
+    // 239
     Message { name: "k8s.io.api.core.v1.NodeRuntimeHandlerFeatures", special: None, fields: &[
         Field { number: 1, json: "recursiveReadOnlyMounts", ty: Bool, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "userNamespaces", ty: Bool, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 234
+    // 240
     Message { name: "k8s.io.api.core.v1.NodeSelector", special: None, fields: &[
-        Field { number: 1, json: "nodeSelectorTerms", ty: Message(236), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "nodeSelectorTerms", ty: Message(242), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 235
+    // 241
     Message { name: "k8s.io.api.core.v1.NodeSelectorRequirement", special: None, fields: &[
         Field { number: 1, json: "key", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "operator", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "values", ty: String, label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 236
+    // 242
     Message { name: "k8s.io.api.core.v1.NodeSelectorTerm", special: None, fields: &[
-        Field { number: 1, json: "matchExpressions", ty: Message(235), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 2, json: "matchFields", ty: Message(235), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 1, json: "matchExpressions", ty: Message(241), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 2, json: "matchFields", ty: Message(241), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 237
+    // 243
     Message { name: "k8s.io.api.core.v1.NodeSpec", special: None, fields: &[
         Field { number: 1, json: "podCIDR", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "externalID", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "providerID", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "unschedulable", ty: Bool, label: Optional, keep_zero: false, inline: false },
-        Field { number: 5, json: "taints", ty: Message(340), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 6, json: "configSource", ty: Message(226), label: Optional, keep_zero: true, inline: false },
+        Field { number: 5, json: "taints", ty: Message(346), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 6, json: "configSource", ty: Message(232), label: Optional, keep_zero: true, inline: false },
         Field { number: 7, json: "podCIDRs", ty: String, label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 238
+    // 244
     Message { name: "k8s.io.api.core.v1.NodeStatus", special: None, fields: &[
-        Field { number: 1, json: "capacity", ty: Message(422), label: Map, keep_zero: false, inline: false },
-        Field { number: 2, json: "allocatable", ty: Message(422), label: Map, keep_zero: false, inline: false },
+        Field { number: 1, json: "capacity", ty: Message(428), label: Map, keep_zero: false, inline: false },
+        Field { number: 2, json: "allocatable", ty: Message(428), label: Map, keep_zero: false, inline: false },
         Field { number: 3, json: "phase", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 4, json: "conditions", ty: Message(225), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 5, json: "addresses", ty: Message(223), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 6, json: "daemonEndpoints", ty: Message(228), label: Optional, keep_zero: false, inline: false },
-        Field { number: 7, json: "nodeInfo", ty: Message(240), label: Optional, keep_zero: false, inline: false },
-        Field { number: 8, json: "images", ty: Message(152), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 4, json: "conditions", ty: Message(231), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 5, json: "addresses", ty: Message(229), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 6, json: "daemonEndpoints", ty: Message(234), label: Optional, keep_zero: false, inline: false },
+        Field { number: 7, json: "nodeInfo", ty: Message(246), label: Optional, keep_zero: false, inline: false },
+        Field { number: 8, json: "images", ty: Message(158), label: Repeated, keep_zero: false, inline: false },
         Field { number: 9, json: "volumesInUse", ty: String, label: Repeated, keep_zero: false, inline: false },
-        Field { number: 10, json: "volumesAttached", ty: Message(124), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 11, json: "config", ty: Message(227), label: Optional, keep_zero: true, inline: false },
-        Field { number: 12, json: "runtimeHandlers", ty: Message(232), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 13, json: "features", ty: Message(229), label: Optional, keep_zero: true, inline: false },
+        Field { number: 10, json: "volumesAttached", ty: Message(130), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 11, json: "config", ty: Message(233), label: Optional, keep_zero: true, inline: false },
+        Field { number: 12, json: "runtimeHandlers", ty: Message(238), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 13, json: "features", ty: Message(235), label: Optional, keep_zero: true, inline: false },
         Field { number: 14, json: "declaredFeatures", ty: String, label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 239
+    // 245
     Message { name: "k8s.io.api.core.v1.NodeSwapStatus", special: None, fields: &[
         Field { number: 1, json: "capacity", ty: Int64, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 240
+    // 246
     Message { name: "k8s.io.api.core.v1.NodeSystemInfo", special: None, fields: &[
         Field { number: 1, json: "machineID", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "systemUUID", ty: String, label: Optional, keep_zero: true, inline: false },
@@ -1620,14 +1660,14 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 8, json: "kubeProxyVersion", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 9, json: "operatingSystem", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 10, json: "architecture", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 11, json: "swap", ty: Message(239), label: Optional, keep_zero: true, inline: false },
+        Field { number: 11, json: "swap", ty: Message(245), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 241
+    // 247
     Message { name: "k8s.io.api.core.v1.ObjectFieldSelector", special: None, fields: &[
         Field { number: 1, json: "apiVersion", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "fieldPath", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 242
+    // 248
     Message { name: "k8s.io.api.core.v1.ObjectReference", special: None, fields: &[
         Field { number: 1, json: "kind", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "namespace", ty: String, label: Optional, keep_zero: false, inline: false },
@@ -1637,146 +1677,146 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 6, json: "resourceVersion", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 7, json: "fieldPath", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 243
+    // 249
     Message { name: "k8s.io.api.core.v1.PersistentVolume", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "spec", ty: Message(259), label: Optional, keep_zero: false, inline: false },
+        Field { number: 3, json: "status", ty: Message(260), label: Optional, keep_zero: false, inline: false },
+    ] },
+    // 250
+    Message { name: "k8s.io.api.core.v1.PersistentVolumeClaim", special: None, fields: &[
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "spec", ty: Message(253), label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "status", ty: Message(254), label: Optional, keep_zero: false, inline: false },
     ] },
-    // 244
-    Message { name: "k8s.io.api.core.v1.PersistentVolumeClaim", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "spec", ty: Message(247), label: Optional, keep_zero: false, inline: false },
-        Field { number: 3, json: "status", ty: Message(248), label: Optional, keep_zero: false, inline: false },
-    ] },
-    // 245
+    // 251
     Message { name: "k8s.io.api.core.v1.PersistentVolumeClaimCondition", special: None, fields: &[
         Field { number: 1, json: "type", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "status", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "lastProbeTime", ty: Message(463), label: Optional, keep_zero: false, inline: false },
-        Field { number: 4, json: "lastTransitionTime", ty: Message(463), label: Optional, keep_zero: false, inline: false },
+        Field { number: 3, json: "lastProbeTime", ty: Message(469), label: Optional, keep_zero: false, inline: false },
+        Field { number: 4, json: "lastTransitionTime", ty: Message(469), label: Optional, keep_zero: false, inline: false },
         Field { number: 5, json: "reason", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 6, json: "message", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 246
+    // 252
     Message { name: "k8s.io.api.core.v1.PersistentVolumeClaimList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(244), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(250), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 247
+    // 253
     Message { name: "k8s.io.api.core.v1.PersistentVolumeClaimSpec", special: None, fields: &[
         Field { number: 1, json: "accessModes", ty: String, label: Repeated, keep_zero: false, inline: false },
-        Field { number: 2, json: "resources", ty: Message(354), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "resources", ty: Message(360), label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "volumeName", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 4, json: "selector", ty: Message(443), label: Optional, keep_zero: true, inline: false },
+        Field { number: 4, json: "selector", ty: Message(449), label: Optional, keep_zero: true, inline: false },
         Field { number: 5, json: "storageClassName", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 6, json: "volumeMode", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 7, json: "dataSource", ty: Message(346), label: Optional, keep_zero: true, inline: false },
-        Field { number: 8, json: "dataSourceRef", ty: Message(347), label: Optional, keep_zero: true, inline: false },
+        Field { number: 7, json: "dataSource", ty: Message(352), label: Optional, keep_zero: true, inline: false },
+        Field { number: 8, json: "dataSourceRef", ty: Message(353), label: Optional, keep_zero: true, inline: false },
         Field { number: 9, json: "volumeAttributesClassName", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 248
+    // 254
     Message { name: "k8s.io.api.core.v1.PersistentVolumeClaimStatus", special: None, fields: &[
         Field { number: 1, json: "phase", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "accessModes", ty: String, label: Repeated, keep_zero: false, inline: false },
-        Field { number: 3, json: "capacity", ty: Message(422), label: Map, keep_zero: false, inline: false },
-        Field { number: 4, json: "conditions", ty: Message(245), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 5, json: "allocatedResources", ty: Message(422), label: Map, keep_zero: false, inline: false },
+        Field { number: 3, json: "capacity", ty: Message(428), label: Map, keep_zero: false, inline: false },
+        Field { number: 4, json: "conditions", ty: Message(251), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 5, json: "allocatedResources", ty: Message(428), label: Map, keep_zero: false, inline: false },
         Field { number: 7, json: "allocatedResourceStatuses", ty: String, label: Map, keep_zero: false, inline: false },
         Field { number: 8, json: "currentVolumeAttributesClassName", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 9, json: "modifyVolumeStatus", ty: Message(215), label: Optional, keep_zero: true, inline: false },
+        Field { number: 9, json: "modifyVolumeStatus", ty: Message(221), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 249
+    // 255
     Message { name: "k8s.io.api.core.v1.PersistentVolumeClaimTemplate", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "spec", ty: Message(247), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "spec", ty: Message(253), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 250
+    // 256
     Message { name: "k8s.io.api.core.v1.PersistentVolumeClaimVolumeSource", special: None, fields: &[
         Field { number: 1, json: "claimName", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "readOnly", ty: Bool, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 251
+    // 257
     Message { name: "k8s.io.api.core.v1.PersistentVolumeList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(243), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(249), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 252
+    // 258
     Message { name: "k8s.io.api.core.v1.PersistentVolumeSource", special: None, fields: &[
-        Field { number: 1, json: "gcePersistentDisk", ty: Message(189), label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "awsElasticBlockStore", ty: Message(126), label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "hostPath", ty: Message(196), label: Optional, keep_zero: true, inline: false },
-        Field { number: 4, json: "glusterfs", ty: Message(191), label: Optional, keep_zero: true, inline: false },
-        Field { number: 5, json: "nfs", ty: Message(221), label: Optional, keep_zero: true, inline: false },
-        Field { number: 6, json: "rbd", ty: Message(295), label: Optional, keep_zero: true, inline: false },
-        Field { number: 7, json: "iscsi", ty: Message(200), label: Optional, keep_zero: true, inline: false },
-        Field { number: 8, json: "cinder", ty: Message(136), label: Optional, keep_zero: true, inline: false },
-        Field { number: 9, json: "cephfs", ty: Message(134), label: Optional, keep_zero: true, inline: false },
-        Field { number: 10, json: "fc", ty: Message(184), label: Optional, keep_zero: true, inline: false },
-        Field { number: 11, json: "flocker", ty: Message(188), label: Optional, keep_zero: true, inline: false },
-        Field { number: 12, json: "flexVolume", ty: Message(186), label: Optional, keep_zero: true, inline: false },
-        Field { number: 13, json: "azureFile", ty: Message(128), label: Optional, keep_zero: true, inline: false },
-        Field { number: 14, json: "vsphereVolume", ty: Message(356), label: Optional, keep_zero: true, inline: false },
-        Field { number: 15, json: "quobyte", ty: Message(293), label: Optional, keep_zero: true, inline: false },
-        Field { number: 16, json: "azureDisk", ty: Message(127), label: Optional, keep_zero: true, inline: false },
-        Field { number: 17, json: "photonPersistentDisk", ty: Message(255), label: Optional, keep_zero: true, inline: false },
-        Field { number: 18, json: "portworxVolume", ty: Message(286), label: Optional, keep_zero: true, inline: false },
-        Field { number: 19, json: "scaleIO", ty: Message(311), label: Optional, keep_zero: true, inline: false },
-        Field { number: 20, json: "local", ty: Message(214), label: Optional, keep_zero: true, inline: false },
-        Field { number: 21, json: "storageos", ty: Message(337), label: Optional, keep_zero: true, inline: false },
-        Field { number: 22, json: "csi", ty: Message(131), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "gcePersistentDisk", ty: Message(195), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "awsElasticBlockStore", ty: Message(132), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "hostPath", ty: Message(202), label: Optional, keep_zero: true, inline: false },
+        Field { number: 4, json: "glusterfs", ty: Message(197), label: Optional, keep_zero: true, inline: false },
+        Field { number: 5, json: "nfs", ty: Message(227), label: Optional, keep_zero: true, inline: false },
+        Field { number: 6, json: "rbd", ty: Message(301), label: Optional, keep_zero: true, inline: false },
+        Field { number: 7, json: "iscsi", ty: Message(206), label: Optional, keep_zero: true, inline: false },
+        Field { number: 8, json: "cinder", ty: Message(142), label: Optional, keep_zero: true, inline: false },
+        Field { number: 9, json: "cephfs", ty: Message(140), label: Optional, keep_zero: true, inline: false },
+        Field { number: 10, json: "fc", ty: Message(190), label: Optional, keep_zero: true, inline: false },
+        Field { number: 11, json: "flocker", ty: Message(194), label: Optional, keep_zero: true, inline: false },
+        Field { number: 12, json: "flexVolume", ty: Message(192), label: Optional, keep_zero: true, inline: false },
+        Field { number: 13, json: "azureFile", ty: Message(134), label: Optional, keep_zero: true, inline: false },
+        Field { number: 14, json: "vsphereVolume", ty: Message(362), label: Optional, keep_zero: true, inline: false },
+        Field { number: 15, json: "quobyte", ty: Message(299), label: Optional, keep_zero: true, inline: false },
+        Field { number: 16, json: "azureDisk", ty: Message(133), label: Optional, keep_zero: true, inline: false },
+        Field { number: 17, json: "photonPersistentDisk", ty: Message(261), label: Optional, keep_zero: true, inline: false },
+        Field { number: 18, json: "portworxVolume", ty: Message(292), label: Optional, keep_zero: true, inline: false },
+        Field { number: 19, json: "scaleIO", ty: Message(317), label: Optional, keep_zero: true, inline: false },
+        Field { number: 20, json: "local", ty: Message(220), label: Optional, keep_zero: true, inline: false },
+        Field { number: 21, json: "storageos", ty: Message(343), label: Optional, keep_zero: true, inline: false },
+        Field { number: 22, json: "csi", ty: Message(137), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 253
+    // 259
     Message { name: "k8s.io.api.core.v1.PersistentVolumeSpec", special: None, fields: &[
-        Field { number: 1, json: "capacity", ty: Message(422), label: Map, keep_zero: false, inline: false },
-        Field { number: 2, json: "", ty: Message(252), label: Optional, keep_zero: true, inline: true },
+        Field { number: 1, json: "capacity", ty: Message(428), label: Map, keep_zero: false, inline: false },
+        Field { number: 2, json: "", ty: Message(258), label: Optional, keep_zero: true, inline: true },
         Field { number: 3, json: "accessModes", ty: String, label: Repeated, keep_zero: false, inline: false },
-        Field { number: 4, json: "claimRef", ty: Message(242), label: Optional, keep_zero: true, inline: false },
+        Field { number: 4, json: "claimRef", ty: Message(248), label: Optional, keep_zero: true, inline: false },
         Field { number: 5, json: "persistentVolumeReclaimPolicy", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 6, json: "storageClassName", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 7, json: "mountOptions", ty: String, label: Repeated, keep_zero: false, inline: false },
         Field { number: 8, json: "volumeMode", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 9, json: "nodeAffinity", ty: Message(352), label: Optional, keep_zero: true, inline: false },
+        Field { number: 9, json: "nodeAffinity", ty: Message(358), label: Optional, keep_zero: true, inline: false },
         Field { number: 10, json: "volumeAttributesClassName", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 254
+    // 260
     Message { name: "k8s.io.api.core.v1.PersistentVolumeStatus", special: None, fields: &[
         Field { number: 1, json: "phase", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "message", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "reason", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 4, json: "lastPhaseTransitionTime", ty: Message(463), label: Optional, keep_zero: true, inline: false },
+        Field { number: 4, json: "lastPhaseTransitionTime", ty: Message(469), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 255
+    // 261
     Message { name: "k8s.io.api.core.v1.PhotonPersistentDiskVolumeSource", special: None, fields: &[
         Field { number: 1, json: "pdID", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "fsType", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 256
+    // 262
     Message { name: "k8s.io.api.core.v1.Pod", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "spec", ty: Message(279), label: Optional, keep_zero: false, inline: false },
-        Field { number: 3, json: "status", ty: Message(280), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "spec", ty: Message(285), label: Optional, keep_zero: false, inline: false },
+        Field { number: 3, json: "status", ty: Message(286), label: Optional, keep_zero: false, inline: false },
     ] },
-    // 257
+    // 263
     Message { name: "k8s.io.api.core.v1.PodAffinity", special: None, fields: &[
-        Field { number: 1, json: "requiredDuringSchedulingIgnoredDuringExecution", ty: Message(258), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 2, json: "preferredDuringSchedulingIgnoredDuringExecution", ty: Message(357), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 1, json: "requiredDuringSchedulingIgnoredDuringExecution", ty: Message(264), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 2, json: "preferredDuringSchedulingIgnoredDuringExecution", ty: Message(363), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 258
+    // 264
     Message { name: "k8s.io.api.core.v1.PodAffinityTerm", special: None, fields: &[
-        Field { number: 1, json: "labelSelector", ty: Message(443), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "labelSelector", ty: Message(449), label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "namespaces", ty: String, label: Repeated, keep_zero: false, inline: false },
         Field { number: 3, json: "topologyKey", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 4, json: "namespaceSelector", ty: Message(443), label: Optional, keep_zero: true, inline: false },
+        Field { number: 4, json: "namespaceSelector", ty: Message(449), label: Optional, keep_zero: true, inline: false },
         Field { number: 5, json: "matchLabelKeys", ty: String, label: Repeated, keep_zero: false, inline: false },
         Field { number: 6, json: "mismatchLabelKeys", ty: String, label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 259
+    // 265
     Message { name: "k8s.io.api.core.v1.PodAntiAffinity", special: None, fields: &[
-        Field { number: 1, json: "requiredDuringSchedulingIgnoredDuringExecution", ty: Message(258), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 2, json: "preferredDuringSchedulingIgnoredDuringExecution", ty: Message(357), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 1, json: "requiredDuringSchedulingIgnoredDuringExecution", ty: Message(264), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 2, json: "preferredDuringSchedulingIgnoredDuringExecution", ty: Message(363), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 260
+    // 266
     Message { name: "k8s.io.api.core.v1.PodAttachOptions", special: None, fields: &[
         Field { number: 1, json: "stdin", ty: Bool, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "stdout", ty: Bool, label: Optional, keep_zero: false, inline: false },
@@ -1784,7 +1824,7 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 4, json: "tty", ty: Bool, label: Optional, keep_zero: false, inline: false },
         Field { number: 5, json: "container", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 261
+    // 267
     Message { name: "k8s.io.api.core.v1.PodCertificateProjection", special: None, fields: &[
         Field { number: 1, json: "signerName", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "keyType", ty: String, label: Optional, keep_zero: true, inline: false },
@@ -1794,28 +1834,28 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 6, json: "certificateChainPath", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 7, json: "userAnnotations", ty: String, label: Map, keep_zero: false, inline: false },
     ] },
-    // 262
+    // 268
     Message { name: "k8s.io.api.core.v1.PodCondition", special: None, fields: &[
         Field { number: 1, json: "type", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "status", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "lastProbeTime", ty: Message(463), label: Optional, keep_zero: false, inline: false },
-        Field { number: 4, json: "lastTransitionTime", ty: Message(463), label: Optional, keep_zero: false, inline: false },
+        Field { number: 3, json: "lastProbeTime", ty: Message(469), label: Optional, keep_zero: false, inline: false },
+        Field { number: 4, json: "lastTransitionTime", ty: Message(469), label: Optional, keep_zero: false, inline: false },
         Field { number: 5, json: "reason", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 6, json: "message", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 7, json: "observedGeneration", ty: Int64, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 263
+    // 269
     Message { name: "k8s.io.api.core.v1.PodDnsConfig", special: None, fields: &[
         Field { number: 1, json: "nameservers", ty: String, label: Repeated, keep_zero: false, inline: false },
         Field { number: 2, json: "searches", ty: String, label: Repeated, keep_zero: false, inline: false },
-        Field { number: 3, json: "options", ty: Message(264), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 3, json: "options", ty: Message(270), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 264
+    // 270
     Message { name: "k8s.io.api.core.v1.PodDnsConfigOption", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "value", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 265
+    // 271
     Message { name: "k8s.io.api.core.v1.PodExecOptions", special: None, fields: &[
         Field { number: 1, json: "stdin", ty: Bool, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "stdout", ty: Bool, label: Optional, keep_zero: false, inline: false },
@@ -1824,88 +1864,88 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 5, json: "container", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 6, json: "command", ty: String, label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 266
+    // 272
     Message { name: "k8s.io.api.core.v1.PodExtendedResourceClaimStatus", special: None, fields: &[
-        Field { number: 1, json: "requestMappings", ty: Message(151), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 1, json: "requestMappings", ty: Message(157), label: Repeated, keep_zero: false, inline: false },
         Field { number: 2, json: "resourceClaimName", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 267
+    // 273
     Message { name: "k8s.io.api.core.v1.PodIp", special: None, fields: &[
         Field { number: 1, json: "ip", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 268
+    // 274
     Message { name: "k8s.io.api.core.v1.PodList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(256), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(262), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 269
+    // 275
     Message { name: "k8s.io.api.core.v1.PodLogOptions", special: None, fields: &[
         Field { number: 1, json: "container", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "follow", ty: Bool, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "previous", ty: Bool, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "sinceSeconds", ty: Int64, label: Optional, keep_zero: true, inline: false },
-        Field { number: 5, json: "sinceTime", ty: Message(463), label: Optional, keep_zero: true, inline: false },
+        Field { number: 5, json: "sinceTime", ty: Message(469), label: Optional, keep_zero: true, inline: false },
         Field { number: 6, json: "timestamps", ty: Bool, label: Optional, keep_zero: false, inline: false },
         Field { number: 7, json: "tailLines", ty: Int64, label: Optional, keep_zero: true, inline: false },
         Field { number: 8, json: "limitBytes", ty: Int64, label: Optional, keep_zero: true, inline: false },
         Field { number: 9, json: "insecureSkipTLSVerifyBackend", ty: Bool, label: Optional, keep_zero: false, inline: false },
         Field { number: 10, json: "stream", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 270
+    // 276
     Message { name: "k8s.io.api.core.v1.PodOs", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 271
+    // 277
     Message { name: "k8s.io.api.core.v1.PodPortForwardOptions", special: None, fields: &[
         Field { number: 1, json: "ports", ty: Int32, label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 272
+    // 278
     Message { name: "k8s.io.api.core.v1.PodProxyOptions", special: None, fields: &[
         Field { number: 1, json: "path", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 273
+    // 279
     Message { name: "k8s.io.api.core.v1.PodReadinessGate", special: None, fields: &[
         Field { number: 1, json: "conditionType", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 274
+    // 280
     Message { name: "k8s.io.api.core.v1.PodResourceClaim", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "resourceClaimName", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 4, json: "resourceClaimTemplateName", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 275
+    // 281
     Message { name: "k8s.io.api.core.v1.PodResourceClaimStatus", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "resourceClaimName", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 276
+    // 282
     Message { name: "k8s.io.api.core.v1.PodSchedulingGate", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 277
+    // 283
     Message { name: "k8s.io.api.core.v1.PodSecurityContext", special: None, fields: &[
-        Field { number: 1, json: "seLinuxOptions", ty: Message(315), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "seLinuxOptions", ty: Message(321), label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "runAsUser", ty: Int64, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "runAsNonRoot", ty: Bool, label: Optional, keep_zero: true, inline: false },
         Field { number: 4, json: "supplementalGroups", ty: Int64, label: Repeated, keep_zero: false, inline: false },
         Field { number: 5, json: "fsGroup", ty: Int64, label: Optional, keep_zero: true, inline: false },
         Field { number: 6, json: "runAsGroup", ty: Int64, label: Optional, keep_zero: true, inline: false },
-        Field { number: 7, json: "sysctls", ty: Message(339), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 8, json: "windowsOptions", ty: Message(358), label: Optional, keep_zero: true, inline: false },
+        Field { number: 7, json: "sysctls", ty: Message(345), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 8, json: "windowsOptions", ty: Message(364), label: Optional, keep_zero: true, inline: false },
         Field { number: 9, json: "fsGroupChangePolicy", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 10, json: "seccompProfile", ty: Message(316), label: Optional, keep_zero: true, inline: false },
-        Field { number: 11, json: "appArmorProfile", ty: Message(123), label: Optional, keep_zero: true, inline: false },
+        Field { number: 10, json: "seccompProfile", ty: Message(322), label: Optional, keep_zero: true, inline: false },
+        Field { number: 11, json: "appArmorProfile", ty: Message(129), label: Optional, keep_zero: true, inline: false },
         Field { number: 12, json: "supplementalGroupsPolicy", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 13, json: "seLinuxChangePolicy", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 278
+    // 284
     Message { name: "k8s.io.api.core.v1.PodSignature", special: None, fields: &[
-        Field { number: 1, json: "podController", ty: Message(451), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "podController", ty: Message(457), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 279
+    // 285
     Message { name: "k8s.io.api.core.v1.PodSpec", special: None, fields: &[
-        Field { number: 1, json: "volumes", ty: Message(348), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 2, json: "containers", ty: Message(150), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "volumes", ty: Message(354), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 2, json: "containers", ty: Message(156), label: Repeated, keep_zero: true, inline: false },
         Field { number: 3, json: "restartPolicy", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "terminationGracePeriodSeconds", ty: Int64, label: Optional, keep_zero: true, inline: false },
         Field { number: 5, json: "activeDeadlineSeconds", ty: Int64, label: Optional, keep_zero: true, inline: false },
@@ -1917,110 +1957,110 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 11, json: "hostNetwork", ty: Bool, label: Optional, keep_zero: false, inline: false },
         Field { number: 12, json: "hostPID", ty: Bool, label: Optional, keep_zero: false, inline: false },
         Field { number: 13, json: "hostIPC", ty: Bool, label: Optional, keep_zero: false, inline: false },
-        Field { number: 14, json: "securityContext", ty: Message(277), label: Optional, keep_zero: true, inline: false },
-        Field { number: 15, json: "imagePullSecrets", ty: Message(213), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 14, json: "securityContext", ty: Message(283), label: Optional, keep_zero: true, inline: false },
+        Field { number: 15, json: "imagePullSecrets", ty: Message(219), label: Repeated, keep_zero: false, inline: false },
         Field { number: 16, json: "hostname", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 17, json: "subdomain", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 18, json: "affinity", ty: Message(122), label: Optional, keep_zero: true, inline: false },
+        Field { number: 18, json: "affinity", ty: Message(128), label: Optional, keep_zero: true, inline: false },
         Field { number: 19, json: "schedulerName", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 20, json: "initContainers", ty: Message(150), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 20, json: "initContainers", ty: Message(156), label: Repeated, keep_zero: false, inline: false },
         Field { number: 21, json: "automountServiceAccountToken", ty: Bool, label: Optional, keep_zero: true, inline: false },
-        Field { number: 22, json: "tolerations", ty: Message(342), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 23, json: "hostAliases", ty: Message(194), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 22, json: "tolerations", ty: Message(348), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 23, json: "hostAliases", ty: Message(200), label: Repeated, keep_zero: false, inline: false },
         Field { number: 24, json: "priorityClassName", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 25, json: "priority", ty: Int32, label: Optional, keep_zero: true, inline: false },
-        Field { number: 26, json: "dnsConfig", ty: Message(263), label: Optional, keep_zero: true, inline: false },
+        Field { number: 26, json: "dnsConfig", ty: Message(269), label: Optional, keep_zero: true, inline: false },
         Field { number: 27, json: "shareProcessNamespace", ty: Bool, label: Optional, keep_zero: true, inline: false },
-        Field { number: 28, json: "readinessGates", ty: Message(273), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 28, json: "readinessGates", ty: Message(279), label: Repeated, keep_zero: false, inline: false },
         Field { number: 29, json: "runtimeClassName", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 30, json: "enableServiceLinks", ty: Bool, label: Optional, keep_zero: true, inline: false },
         Field { number: 31, json: "preemptionPolicy", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 32, json: "overhead", ty: Message(422), label: Map, keep_zero: false, inline: false },
-        Field { number: 33, json: "topologySpreadConstraints", ty: Message(345), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 34, json: "ephemeralContainers", ty: Message(176), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 32, json: "overhead", ty: Message(428), label: Map, keep_zero: false, inline: false },
+        Field { number: 33, json: "topologySpreadConstraints", ty: Message(351), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 34, json: "ephemeralContainers", ty: Message(182), label: Repeated, keep_zero: false, inline: false },
         Field { number: 35, json: "setHostnameAsFQDN", ty: Bool, label: Optional, keep_zero: true, inline: false },
-        Field { number: 36, json: "os", ty: Message(270), label: Optional, keep_zero: true, inline: false },
+        Field { number: 36, json: "os", ty: Message(276), label: Optional, keep_zero: true, inline: false },
         Field { number: 37, json: "hostUsers", ty: Bool, label: Optional, keep_zero: true, inline: false },
-        Field { number: 38, json: "schedulingGates", ty: Message(276), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 39, json: "resourceClaims", ty: Message(274), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 40, json: "resources", ty: Message(309), label: Optional, keep_zero: true, inline: false },
+        Field { number: 38, json: "schedulingGates", ty: Message(282), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 39, json: "resourceClaims", ty: Message(280), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 40, json: "resources", ty: Message(315), label: Optional, keep_zero: true, inline: false },
         Field { number: 41, json: "hostnameOverride", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 42, json: "workloadRef", ty: Message(359), label: Optional, keep_zero: false, inline: false },
+        Field { number: 42, json: "workloadRef", ty: Message(365), label: Optional, keep_zero: false, inline: false },
     ] },
-    // 280
+    // 286
     Message { name: "k8s.io.api.core.v1.PodStatus", special: None, fields: &[
         Field { number: 1, json: "phase", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "conditions", ty: Message(262), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 2, json: "conditions", ty: Message(268), label: Repeated, keep_zero: false, inline: false },
         Field { number: 3, json: "message", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "reason", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 5, json: "hostIP", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 6, json: "podIP", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 7, json: "startTime", ty: Message(463), label: Optional, keep_zero: true, inline: false },
-        Field { number: 8, json: "containerStatuses", ty: Message(161), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 7, json: "startTime", ty: Message(469), label: Optional, keep_zero: true, inline: false },
+        Field { number: 8, json: "containerStatuses", ty: Message(167), label: Repeated, keep_zero: false, inline: false },
         Field { number: 9, json: "qosClass", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 10, json: "initContainerStatuses", ty: Message(161), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 10, json: "initContainerStatuses", ty: Message(167), label: Repeated, keep_zero: false, inline: false },
         Field { number: 11, json: "nominatedNodeName", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 12, json: "podIPs", ty: Message(267), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 13, json: "ephemeralContainerStatuses", ty: Message(161), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 12, json: "podIPs", ty: Message(273), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 13, json: "ephemeralContainerStatuses", ty: Message(167), label: Repeated, keep_zero: false, inline: false },
         Field { number: 14, json: "resize", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 15, json: "resourceClaimStatuses", ty: Message(275), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 16, json: "hostIPs", ty: Message(195), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 15, json: "resourceClaimStatuses", ty: Message(281), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 16, json: "hostIPs", ty: Message(201), label: Repeated, keep_zero: false, inline: false },
         Field { number: 17, json: "observedGeneration", ty: Int64, label: Optional, keep_zero: false, inline: false },
-        Field { number: 18, json: "extendedResourceClaimStatus", ty: Message(266), label: Optional, keep_zero: false, inline: false },
-        Field { number: 19, json: "allocatedResources", ty: Message(422), label: Map, keep_zero: false, inline: false },
-        Field { number: 20, json: "resources", ty: Message(309), label: Optional, keep_zero: false, inline: false },
+        Field { number: 18, json: "extendedResourceClaimStatus", ty: Message(272), label: Optional, keep_zero: false, inline: false },
+        Field { number: 19, json: "allocatedResources", ty: Message(428), label: Map, keep_zero: false, inline: false },
+        Field { number: 20, json: "resources", ty: Message(315), label: Optional, keep_zero: false, inline: false },
     ] },
-    // 281
+    // 287
     Message { name: "k8s.io.api.core.v1.PodStatusResult", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "status", ty: Message(280), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "status", ty: Message(286), label: Optional, keep_zero: false, inline: false },
     ] },
-    // 282
+    // 288
     Message { name: "k8s.io.api.core.v1.PodTemplate", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "template", ty: Message(284), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "template", ty: Message(290), label: Optional, keep_zero: false, inline: false },
     ] },
-    // 283
+    // 289
     Message { name: "k8s.io.api.core.v1.PodTemplateList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(282), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(288), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 284
+    // 290
     Message { name: "k8s.io.api.core.v1.PodTemplateSpec", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "spec", ty: Message(279), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "spec", ty: Message(285), label: Optional, keep_zero: false, inline: false },
     ] },
-    // 285
+    // 291
     Message { name: "k8s.io.api.core.v1.PortStatus", special: None, fields: &[
         Field { number: 1, json: "port", ty: Int32, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "protocol", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "error", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 286
+    // 292
     Message { name: "k8s.io.api.core.v1.PortworxVolumeSource", special: None, fields: &[
         Field { number: 1, json: "volumeID", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "fsType", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "readOnly", ty: Bool, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 287
+    // 293
     Message { name: "k8s.io.api.core.v1.Preconditions", special: None, fields: &[
         Field { number: 1, json: "uid", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 288
+    // 294
     Message { name: "k8s.io.api.core.v1.PreferAvoidPodsEntry", special: None, fields: &[
-        Field { number: 1, json: "podSignature", ty: Message(278), label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "evictionTime", ty: Message(463), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "podSignature", ty: Message(284), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "evictionTime", ty: Message(469), label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "reason", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "message", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 289
+    // 295
     Message { name: "k8s.io.api.core.v1.PreferredSchedulingTerm", special: None, fields: &[
         Field { number: 1, json: "weight", ty: Int32, label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "preference", ty: Message(236), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "preference", ty: Message(242), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 290
+    // 296
     Message { name: "k8s.io.api.core.v1.Probe", special: None, fields: &[
-        Field { number: 1, json: "", ty: Message(291), label: Optional, keep_zero: true, inline: true },
+        Field { number: 1, json: "", ty: Message(297), label: Optional, keep_zero: true, inline: true },
         Field { number: 2, json: "initialDelaySeconds", ty: Int32, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "timeoutSeconds", ty: Int32, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "periodSeconds", ty: Int32, label: Optional, keep_zero: false, inline: false },
@@ -2028,19 +2068,19 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 6, json: "failureThreshold", ty: Int32, label: Optional, keep_zero: false, inline: false },
         Field { number: 7, json: "terminationGracePeriodSeconds", ty: Int64, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 291
+    // 297
     Message { name: "k8s.io.api.core.v1.ProbeHandler", special: None, fields: &[
-        Field { number: 1, json: "exec", ty: Message(183), label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "httpGet", ty: Message(197), label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "tcpSocket", ty: Message(341), label: Optional, keep_zero: true, inline: false },
-        Field { number: 4, json: "grpc", ty: Message(193), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "exec", ty: Message(189), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "httpGet", ty: Message(203), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "tcpSocket", ty: Message(347), label: Optional, keep_zero: true, inline: false },
+        Field { number: 4, json: "grpc", ty: Message(199), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 292
+    // 298
     Message { name: "k8s.io.api.core.v1.ProjectedVolumeSource", special: None, fields: &[
-        Field { number: 1, json: "sources", ty: Message(353), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "sources", ty: Message(359), label: Repeated, keep_zero: true, inline: false },
         Field { number: 2, json: "defaultMode", ty: Int32, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 293
+    // 299
     Message { name: "k8s.io.api.core.v1.QuobyteVolumeSource", special: None, fields: &[
         Field { number: 1, json: "registry", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "volume", ty: String, label: Optional, keep_zero: true, inline: false },
@@ -2049,13 +2089,13 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 5, json: "group", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 6, json: "tenant", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 294
+    // 300
     Message { name: "k8s.io.api.core.v1.RangeAllocation", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "range", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "data", ty: Bytes, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 295
+    // 301
     Message { name: "k8s.io.api.core.v1.RbdPersistentVolumeSource", special: None, fields: &[
         Field { number: 1, json: "monitors", ty: String, label: Repeated, keep_zero: true, inline: false },
         Field { number: 2, json: "image", ty: String, label: Optional, keep_zero: true, inline: false },
@@ -2063,10 +2103,10 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 4, json: "pool", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 5, json: "user", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 6, json: "keyring", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 7, json: "secretRef", ty: Message(322), label: Optional, keep_zero: true, inline: false },
+        Field { number: 7, json: "secretRef", ty: Message(328), label: Optional, keep_zero: true, inline: false },
         Field { number: 8, json: "readOnly", ty: Bool, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 296
+    // 302
     Message { name: "k8s.io.api.core.v1.RbdVolumeSource", special: None, fields: &[
         Field { number: 1, json: "monitors", ty: String, label: Repeated, keep_zero: true, inline: false },
         Field { number: 2, json: "image", ty: String, label: Optional, keep_zero: true, inline: false },
@@ -2074,98 +2114,98 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 4, json: "pool", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 5, json: "user", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 6, json: "keyring", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 7, json: "secretRef", ty: Message(213), label: Optional, keep_zero: true, inline: false },
+        Field { number: 7, json: "secretRef", ty: Message(219), label: Optional, keep_zero: true, inline: false },
         Field { number: 8, json: "readOnly", ty: Bool, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 297
+    // 303
     Message { name: "k8s.io.api.core.v1.ReplicationController", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "spec", ty: Message(300), label: Optional, keep_zero: false, inline: false },
-        Field { number: 3, json: "status", ty: Message(301), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "spec", ty: Message(306), label: Optional, keep_zero: false, inline: false },
+        Field { number: 3, json: "status", ty: Message(307), label: Optional, keep_zero: false, inline: false },
     ] },
-    // 298
+    // 304
     Message { name: "k8s.io.api.core.v1.ReplicationControllerCondition", special: None, fields: &[
         Field { number: 1, json: "type", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "status", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "lastTransitionTime", ty: Message(463), label: Optional, keep_zero: false, inline: false },
+        Field { number: 3, json: "lastTransitionTime", ty: Message(469), label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "reason", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 5, json: "message", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 299
+    // 305
     Message { name: "k8s.io.api.core.v1.ReplicationControllerList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(297), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(303), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 300
+    // 306
     Message { name: "k8s.io.api.core.v1.ReplicationControllerSpec", special: None, fields: &[
         Field { number: 1, json: "replicas", ty: Int32, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "selector", ty: String, label: Map, keep_zero: false, inline: false },
-        Field { number: 3, json: "template", ty: Message(284), label: Optional, keep_zero: false, inline: false },
+        Field { number: 3, json: "template", ty: Message(290), label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "minReadySeconds", ty: Int32, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 301
+    // 307
     Message { name: "k8s.io.api.core.v1.ReplicationControllerStatus", special: None, fields: &[
         Field { number: 1, json: "replicas", ty: Int32, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "fullyLabeledReplicas", ty: Int32, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "observedGeneration", ty: Int64, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "readyReplicas", ty: Int32, label: Optional, keep_zero: false, inline: false },
         Field { number: 5, json: "availableReplicas", ty: Int32, label: Optional, keep_zero: false, inline: false },
-        Field { number: 6, json: "conditions", ty: Message(298), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 6, json: "conditions", ty: Message(304), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 302
+    // 308
     Message { name: "k8s.io.api.core.v1.ResourceClaim", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "request", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 303
+    // 309
     Message { name: "k8s.io.api.core.v1.ResourceFieldSelector", special: None, fields: &[
         Field { number: 1, json: "containerName", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "resource", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "divisor", ty: Message(422), label: Optional, keep_zero: false, inline: false },
+        Field { number: 3, json: "divisor", ty: Message(428), label: Optional, keep_zero: false, inline: false },
     ] },
-    // 304
+    // 310
     Message { name: "k8s.io.api.core.v1.ResourceHealth", special: None, fields: &[
         Field { number: 1, json: "resourceID", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "health", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 305
+    // 311
     Message { name: "k8s.io.api.core.v1.ResourceQuota", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "spec", ty: Message(307), label: Optional, keep_zero: false, inline: false },
-        Field { number: 3, json: "status", ty: Message(308), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "spec", ty: Message(313), label: Optional, keep_zero: false, inline: false },
+        Field { number: 3, json: "status", ty: Message(314), label: Optional, keep_zero: false, inline: false },
     ] },
-    // 306
+    // 312
     Message { name: "k8s.io.api.core.v1.ResourceQuotaList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(305), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(311), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 307
+    // 313
     Message { name: "k8s.io.api.core.v1.ResourceQuotaSpec", special: None, fields: &[
-        Field { number: 1, json: "hard", ty: Message(422), label: Map, keep_zero: false, inline: false },
+        Field { number: 1, json: "hard", ty: Message(428), label: Map, keep_zero: false, inline: false },
         Field { number: 2, json: "scopes", ty: String, label: Repeated, keep_zero: false, inline: false },
-        Field { number: 3, json: "scopeSelector", ty: Message(313), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "scopeSelector", ty: Message(319), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 308
+    // 314
     Message { name: "k8s.io.api.core.v1.ResourceQuotaStatus", special: None, fields: &[
-        Field { number: 1, json: "hard", ty: Message(422), label: Map, keep_zero: false, inline: false },
-        Field { number: 2, json: "used", ty: Message(422), label: Map, keep_zero: false, inline: false },
+        Field { number: 1, json: "hard", ty: Message(428), label: Map, keep_zero: false, inline: false },
+        Field { number: 2, json: "used", ty: Message(428), label: Map, keep_zero: false, inline: false },
     ] },
-    // 309
+    // 315
     Message { name: "k8s.io.api.core.v1.ResourceRequirements", special: None, fields: &[
-        Field { number: 1, json: "limits", ty: Message(422), label: Map, keep_zero: false, inline: false },
-        Field { number: 2, json: "requests", ty: Message(422), label: Map, keep_zero: false, inline: false },
-        Field { number: 3, json: "claims", ty: Message(302), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 1, json: "limits", ty: Message(428), label: Map, keep_zero: false, inline: false },
+        Field { number: 2, json: "requests", ty: Message(428), label: Map, keep_zero: false, inline: false },
+        Field { number: 3, json: "claims", ty: Message(308), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 310
+    // 316
     Message { name: "k8s.io.api.core.v1.ResourceStatus", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "resources", ty: Message(304), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 2, json: "resources", ty: Message(310), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 311
+    // 317
     Message { name: "k8s.io.api.core.v1.ScaleIoPersistentVolumeSource", special: None, fields: &[
         Field { number: 1, json: "gateway", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "system", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "secretRef", ty: Message(322), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "secretRef", ty: Message(328), label: Optional, keep_zero: true, inline: false },
         Field { number: 4, json: "sslEnabled", ty: Bool, label: Optional, keep_zero: false, inline: false },
         Field { number: 5, json: "protectionDomain", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 6, json: "storagePool", ty: String, label: Optional, keep_zero: false, inline: false },
@@ -2174,11 +2214,11 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 9, json: "fsType", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 10, json: "readOnly", ty: Bool, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 312
+    // 318
     Message { name: "k8s.io.api.core.v1.ScaleIoVolumeSource", special: None, fields: &[
         Field { number: 1, json: "gateway", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "system", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "secretRef", ty: Message(213), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "secretRef", ty: Message(219), label: Optional, keep_zero: true, inline: false },
         Field { number: 4, json: "sslEnabled", ty: Bool, label: Optional, keep_zero: false, inline: false },
         Field { number: 5, json: "protectionDomain", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 6, json: "storagePool", ty: String, label: Optional, keep_zero: false, inline: false },
@@ -2187,134 +2227,134 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 9, json: "fsType", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 10, json: "readOnly", ty: Bool, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 313
+    // 319
     Message { name: "k8s.io.api.core.v1.ScopeSelector", special: None, fields: &[
-        Field { number: 1, json: "matchExpressions", ty: Message(314), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 1, json: "matchExpressions", ty: Message(320), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 314
+    // 320
     Message { name: "k8s.io.api.core.v1.ScopedResourceSelectorRequirement", special: None, fields: &[
         Field { number: 1, json: "scopeName", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "operator", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "values", ty: String, label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 315
+    // 321
     Message { name: "k8s.io.api.core.v1.SeLinuxOptions", special: None, fields: &[
         Field { number: 1, json: "user", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "role", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "type", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "level", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 316
+    // 322
     Message { name: "k8s.io.api.core.v1.SeccompProfile", special: None, fields: &[
         Field { number: 1, json: "type", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "localhostProfile", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 317
+    // 323
     Message { name: "k8s.io.api.core.v1.Secret", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "data", ty: Bytes, label: Map, keep_zero: false, inline: false },
         Field { number: 3, json: "type", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "stringData", ty: String, label: Map, keep_zero: false, inline: false },
         Field { number: 5, json: "immutable", ty: Bool, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 318
+    // 324
     Message { name: "k8s.io.api.core.v1.SecretEnvSource", special: None, fields: &[
-        Field { number: 1, json: "", ty: Message(213), label: Optional, keep_zero: true, inline: true },
+        Field { number: 1, json: "", ty: Message(219), label: Optional, keep_zero: true, inline: true },
         Field { number: 2, json: "optional", ty: Bool, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 319
+    // 325
     Message { name: "k8s.io.api.core.v1.SecretKeySelector", special: None, fields: &[
-        Field { number: 1, json: "", ty: Message(213), label: Optional, keep_zero: true, inline: true },
+        Field { number: 1, json: "", ty: Message(219), label: Optional, keep_zero: true, inline: true },
         Field { number: 2, json: "key", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "optional", ty: Bool, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 320
+    // 326
     Message { name: "k8s.io.api.core.v1.SecretList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(317), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(323), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 321
+    // 327
     Message { name: "k8s.io.api.core.v1.SecretProjection", special: None, fields: &[
-        Field { number: 1, json: "", ty: Message(213), label: Optional, keep_zero: true, inline: true },
-        Field { number: 2, json: "items", ty: Message(202), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 1, json: "", ty: Message(219), label: Optional, keep_zero: true, inline: true },
+        Field { number: 2, json: "items", ty: Message(208), label: Repeated, keep_zero: false, inline: false },
         Field { number: 4, json: "optional", ty: Bool, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 322
+    // 328
     Message { name: "k8s.io.api.core.v1.SecretReference", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "namespace", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 323
+    // 329
     Message { name: "k8s.io.api.core.v1.SecretVolumeSource", special: None, fields: &[
         Field { number: 1, json: "secretName", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(202), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(208), label: Repeated, keep_zero: false, inline: false },
         Field { number: 3, json: "defaultMode", ty: Int32, label: Optional, keep_zero: true, inline: false },
         Field { number: 4, json: "optional", ty: Bool, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 324
+    // 330
     Message { name: "k8s.io.api.core.v1.SecurityContext", special: None, fields: &[
-        Field { number: 1, json: "capabilities", ty: Message(133), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "capabilities", ty: Message(139), label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "privileged", ty: Bool, label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "seLinuxOptions", ty: Message(315), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "seLinuxOptions", ty: Message(321), label: Optional, keep_zero: true, inline: false },
         Field { number: 4, json: "runAsUser", ty: Int64, label: Optional, keep_zero: true, inline: false },
         Field { number: 5, json: "runAsNonRoot", ty: Bool, label: Optional, keep_zero: true, inline: false },
         Field { number: 6, json: "readOnlyRootFilesystem", ty: Bool, label: Optional, keep_zero: true, inline: false },
         Field { number: 7, json: "allowPrivilegeEscalation", ty: Bool, label: Optional, keep_zero: true, inline: false },
         Field { number: 8, json: "runAsGroup", ty: Int64, label: Optional, keep_zero: true, inline: false },
         Field { number: 9, json: "procMount", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 10, json: "windowsOptions", ty: Message(358), label: Optional, keep_zero: true, inline: false },
-        Field { number: 11, json: "seccompProfile", ty: Message(316), label: Optional, keep_zero: true, inline: false },
-        Field { number: 12, json: "appArmorProfile", ty: Message(123), label: Optional, keep_zero: true, inline: false },
+        Field { number: 10, json: "windowsOptions", ty: Message(364), label: Optional, keep_zero: true, inline: false },
+        Field { number: 11, json: "seccompProfile", ty: Message(322), label: Optional, keep_zero: true, inline: false },
+        Field { number: 12, json: "appArmorProfile", ty: Message(129), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 325
+    // 331
     Message { name: "k8s.io.api.core.v1.SerializedReference", special: None, fields: &[
-        Field { number: 1, json: "reference", ty: Message(242), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "reference", ty: Message(248), label: Optional, keep_zero: false, inline: false },
     ] },
-    // 326
+    // 332
     Message { name: "k8s.io.api.core.v1.Service", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "spec", ty: Message(333), label: Optional, keep_zero: false, inline: false },
-        Field { number: 3, json: "status", ty: Message(334), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "spec", ty: Message(339), label: Optional, keep_zero: false, inline: false },
+        Field { number: 3, json: "status", ty: Message(340), label: Optional, keep_zero: false, inline: false },
     ] },
-    // 327
+    // 333
     Message { name: "k8s.io.api.core.v1.ServiceAccount", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "secrets", ty: Message(242), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 3, json: "imagePullSecrets", ty: Message(213), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "secrets", ty: Message(248), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 3, json: "imagePullSecrets", ty: Message(219), label: Repeated, keep_zero: false, inline: false },
         Field { number: 4, json: "automountServiceAccountToken", ty: Bool, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 328
+    // 334
     Message { name: "k8s.io.api.core.v1.ServiceAccountList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(327), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(333), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 329
+    // 335
     Message { name: "k8s.io.api.core.v1.ServiceAccountTokenProjection", special: None, fields: &[
         Field { number: 1, json: "audience", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "expirationSeconds", ty: Int64, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "path", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 330
+    // 336
     Message { name: "k8s.io.api.core.v1.ServiceList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(326), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(332), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 331
+    // 337
     Message { name: "k8s.io.api.core.v1.ServicePort", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "protocol", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "port", ty: Int32, label: Optional, keep_zero: true, inline: false },
-        Field { number: 4, json: "targetPort", ty: Message(472), label: Optional, keep_zero: false, inline: false },
+        Field { number: 4, json: "targetPort", ty: Message(478), label: Optional, keep_zero: false, inline: false },
         Field { number: 5, json: "nodePort", ty: Int32, label: Optional, keep_zero: false, inline: false },
         Field { number: 6, json: "appProtocol", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 332
+    // 338
     Message { name: "k8s.io.api.core.v1.ServiceProxyOptions", special: None, fields: &[
         Field { number: 1, json: "path", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 333
+    // 339
     Message { name: "k8s.io.api.core.v1.ServiceSpec", special: None, fields: &[
-        Field { number: 1, json: "ports", ty: Message(331), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 1, json: "ports", ty: Message(337), label: Repeated, keep_zero: false, inline: false },
         Field { number: 2, json: "selector", ty: String, label: Map, keep_zero: false, inline: false },
         Field { number: 3, json: "clusterIP", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "type", ty: String, label: Optional, keep_zero: false, inline: false },
@@ -2326,7 +2366,7 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 11, json: "externalTrafficPolicy", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 12, json: "healthCheckNodePort", ty: Int32, label: Optional, keep_zero: false, inline: false },
         Field { number: 13, json: "publishNotReadyAddresses", ty: Bool, label: Optional, keep_zero: false, inline: false },
-        Field { number: 14, json: "sessionAffinityConfig", ty: Message(335), label: Optional, keep_zero: true, inline: false },
+        Field { number: 14, json: "sessionAffinityConfig", ty: Message(341), label: Optional, keep_zero: true, inline: false },
         Field { number: 17, json: "ipFamilyPolicy", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 18, json: "clusterIPs", ty: String, label: Repeated, keep_zero: false, inline: false },
         Field { number: 19, json: "ipFamilies", ty: String, label: Repeated, keep_zero: false, inline: false },
@@ -2335,53 +2375,53 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 22, json: "internalTrafficPolicy", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 23, json: "trafficDistribution", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 334
+    // 340
     Message { name: "k8s.io.api.core.v1.ServiceStatus", special: None, fields: &[
-        Field { number: 1, json: "loadBalancer", ty: Message(212), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "conditions", ty: Message(430), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 1, json: "loadBalancer", ty: Message(218), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "conditions", ty: Message(436), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 335
+    // 341
     Message { name: "k8s.io.api.core.v1.SessionAffinityConfig", special: None, fields: &[
-        Field { number: 1, json: "clientIP", ty: Message(138), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "clientIP", ty: Message(144), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 336
+    // 342
     Message { name: "k8s.io.api.core.v1.SleepAction", special: None, fields: &[
         Field { number: 1, json: "seconds", ty: Int64, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 337
+    // 343
     Message { name: "k8s.io.api.core.v1.StorageOsPersistentVolumeSource", special: None, fields: &[
         Field { number: 1, json: "volumeName", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "volumeNamespace", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "fsType", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "readOnly", ty: Bool, label: Optional, keep_zero: false, inline: false },
-        Field { number: 5, json: "secretRef", ty: Message(242), label: Optional, keep_zero: true, inline: false },
+        Field { number: 5, json: "secretRef", ty: Message(248), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 338
+    // 344
     Message { name: "k8s.io.api.core.v1.StorageOsVolumeSource", special: None, fields: &[
         Field { number: 1, json: "volumeName", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "volumeNamespace", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "fsType", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "readOnly", ty: Bool, label: Optional, keep_zero: false, inline: false },
-        Field { number: 5, json: "secretRef", ty: Message(213), label: Optional, keep_zero: true, inline: false },
+        Field { number: 5, json: "secretRef", ty: Message(219), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 339
+    // 345
     Message { name: "k8s.io.api.core.v1.Sysctl", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "value", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 340
+    // 346
     Message { name: "k8s.io.api.core.v1.Taint", special: None, fields: &[
         Field { number: 1, json: "key", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "value", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "effect", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 4, json: "timeAdded", ty: Message(463), label: Optional, keep_zero: true, inline: false },
+        Field { number: 4, json: "timeAdded", ty: Message(469), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 341
+    // 347
     Message { name: "k8s.io.api.core.v1.TcpSocketAction", special: None, fields: &[
-        Field { number: 1, json: "port", ty: Message(472), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "port", ty: Message(478), label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "host", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 342
+    // 348
     Message { name: "k8s.io.api.core.v1.Toleration", special: None, fields: &[
         Field { number: 1, json: "key", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "operator", ty: String, label: Optional, keep_zero: false, inline: false },
@@ -2389,50 +2429,50 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 4, json: "effect", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 5, json: "tolerationSeconds", ty: Int64, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 343
+    // 349
     Message { name: "k8s.io.api.core.v1.TopologySelectorLabelRequirement", special: None, fields: &[
         Field { number: 1, json: "key", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "values", ty: String, label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 344
+    // 350
     Message { name: "k8s.io.api.core.v1.TopologySelectorTerm", special: None, fields: &[
-        Field { number: 1, json: "matchLabelExpressions", ty: Message(343), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 1, json: "matchLabelExpressions", ty: Message(349), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 345
+    // 351
     Message { name: "k8s.io.api.core.v1.TopologySpreadConstraint", special: None, fields: &[
         Field { number: 1, json: "maxSkew", ty: Int32, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "topologyKey", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "whenUnsatisfiable", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 4, json: "labelSelector", ty: Message(443), label: Optional, keep_zero: true, inline: false },
+        Field { number: 4, json: "labelSelector", ty: Message(449), label: Optional, keep_zero: true, inline: false },
         Field { number: 5, json: "minDomains", ty: Int32, label: Optional, keep_zero: true, inline: false },
         Field { number: 6, json: "nodeAffinityPolicy", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 7, json: "nodeTaintsPolicy", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 8, json: "matchLabelKeys", ty: String, label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 346
+    // 352
     Message { name: "k8s.io.api.core.v1.TypedLocalObjectReference", special: None, fields: &[
         Field { number: 1, json: "apiGroup", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "kind", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 347
+    // 353
     Message { name: "k8s.io.api.core.v1.TypedObjectReference", special: None, fields: &[
         Field { number: 1, json: "apiGroup", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "kind", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 4, json: "namespace", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 348
+    // 354
     Message { name: "k8s.io.api.core.v1.Volume", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "", ty: Message(355), label: Optional, keep_zero: true, inline: true },
+        Field { number: 2, json: "", ty: Message(361), label: Optional, keep_zero: true, inline: true },
     ] },
-    // 349
+    // 355
     Message { name: "k8s.io.api.core.v1.VolumeDevice", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "devicePath", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 350
+    // 356
     Message { name: "k8s.io.api.core.v1.VolumeMount", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "readOnly", ty: Bool, label: Optional, keep_zero: false, inline: false },
@@ -2442,184 +2482,184 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 6, json: "subPathExpr", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 7, json: "recursiveReadOnly", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 351
+    // 357
     Message { name: "k8s.io.api.core.v1.VolumeMountStatus", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "mountPath", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "readOnly", ty: Bool, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "recursiveReadOnly", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 352
+    // 358
     Message { name: "k8s.io.api.core.v1.VolumeNodeAffinity", special: None, fields: &[
-        Field { number: 1, json: "required", ty: Message(234), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "required", ty: Message(240), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 353
+    // 359
     Message { name: "k8s.io.api.core.v1.VolumeProjection", special: None, fields: &[
-        Field { number: 1, json: "secret", ty: Message(321), label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "downwardAPI", ty: Message(164), label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "configMap", ty: Message(148), label: Optional, keep_zero: true, inline: false },
-        Field { number: 4, json: "serviceAccountToken", ty: Message(329), label: Optional, keep_zero: true, inline: false },
-        Field { number: 5, json: "clusterTrustBundle", ty: Message(139), label: Optional, keep_zero: true, inline: false },
-        Field { number: 6, json: "podCertificate", ty: Message(261), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "secret", ty: Message(327), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "downwardAPI", ty: Message(170), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "configMap", ty: Message(154), label: Optional, keep_zero: true, inline: false },
+        Field { number: 4, json: "serviceAccountToken", ty: Message(335), label: Optional, keep_zero: true, inline: false },
+        Field { number: 5, json: "clusterTrustBundle", ty: Message(145), label: Optional, keep_zero: true, inline: false },
+        Field { number: 6, json: "podCertificate", ty: Message(267), label: Optional, keep_zero: false, inline: false },
     ] },
-    // 354
+    // 360
     Message { name: "k8s.io.api.core.v1.VolumeResourceRequirements", special: None, fields: &[
-        Field { number: 1, json: "limits", ty: Message(422), label: Map, keep_zero: false, inline: false },
-        Field { number: 2, json: "requests", ty: Message(422), label: Map, keep_zero: false, inline: false },
+        Field { number: 1, json: "limits", ty: Message(428), label: Map, keep_zero: false, inline: false },
+        Field { number: 2, json: "requests", ty: Message(428), label: Map, keep_zero: false, inline: false },
     ] },
-    // 355
+    // 361
     Message { name: "k8s.io.api.core.v1.VolumeSource", special: None, fields: &[
-        Field { number: 1, json: "hostPath", ty: Message(196), label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "emptyDir", ty: Message(167), label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "gcePersistentDisk", ty: Message(189), label: Optional, keep_zero: true, inline: false },
-        Field { number: 4, json: "awsElasticBlockStore", ty: Message(126), label: Optional, keep_zero: true, inline: false },
-        Field { number: 5, json: "gitRepo", ty: Message(190), label: Optional, keep_zero: true, inline: false },
-        Field { number: 6, json: "secret", ty: Message(323), label: Optional, keep_zero: true, inline: false },
-        Field { number: 7, json: "nfs", ty: Message(221), label: Optional, keep_zero: true, inline: false },
-        Field { number: 8, json: "iscsi", ty: Message(201), label: Optional, keep_zero: true, inline: false },
-        Field { number: 9, json: "glusterfs", ty: Message(192), label: Optional, keep_zero: true, inline: false },
-        Field { number: 10, json: "persistentVolumeClaim", ty: Message(250), label: Optional, keep_zero: true, inline: false },
-        Field { number: 11, json: "rbd", ty: Message(296), label: Optional, keep_zero: true, inline: false },
-        Field { number: 12, json: "flexVolume", ty: Message(187), label: Optional, keep_zero: true, inline: false },
-        Field { number: 13, json: "cinder", ty: Message(137), label: Optional, keep_zero: true, inline: false },
-        Field { number: 14, json: "cephfs", ty: Message(135), label: Optional, keep_zero: true, inline: false },
-        Field { number: 15, json: "flocker", ty: Message(188), label: Optional, keep_zero: true, inline: false },
-        Field { number: 16, json: "downwardAPI", ty: Message(166), label: Optional, keep_zero: true, inline: false },
-        Field { number: 17, json: "fc", ty: Message(184), label: Optional, keep_zero: true, inline: false },
-        Field { number: 18, json: "azureFile", ty: Message(129), label: Optional, keep_zero: true, inline: false },
-        Field { number: 19, json: "configMap", ty: Message(149), label: Optional, keep_zero: true, inline: false },
-        Field { number: 20, json: "vsphereVolume", ty: Message(356), label: Optional, keep_zero: true, inline: false },
-        Field { number: 21, json: "quobyte", ty: Message(293), label: Optional, keep_zero: true, inline: false },
-        Field { number: 22, json: "azureDisk", ty: Message(127), label: Optional, keep_zero: true, inline: false },
-        Field { number: 23, json: "photonPersistentDisk", ty: Message(255), label: Optional, keep_zero: true, inline: false },
-        Field { number: 24, json: "portworxVolume", ty: Message(286), label: Optional, keep_zero: true, inline: false },
-        Field { number: 25, json: "scaleIO", ty: Message(312), label: Optional, keep_zero: true, inline: false },
-        Field { number: 26, json: "projected", ty: Message(292), label: Optional, keep_zero: true, inline: false },
-        Field { number: 27, json: "storageos", ty: Message(338), label: Optional, keep_zero: true, inline: false },
-        Field { number: 28, json: "csi", ty: Message(132), label: Optional, keep_zero: true, inline: false },
-        Field { number: 29, json: "ephemeral", ty: Message(178), label: Optional, keep_zero: true, inline: false },
-        Field { number: 30, json: "image", ty: Message(199), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "hostPath", ty: Message(202), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "emptyDir", ty: Message(173), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "gcePersistentDisk", ty: Message(195), label: Optional, keep_zero: true, inline: false },
+        Field { number: 4, json: "awsElasticBlockStore", ty: Message(132), label: Optional, keep_zero: true, inline: false },
+        Field { number: 5, json: "gitRepo", ty: Message(196), label: Optional, keep_zero: true, inline: false },
+        Field { number: 6, json: "secret", ty: Message(329), label: Optional, keep_zero: true, inline: false },
+        Field { number: 7, json: "nfs", ty: Message(227), label: Optional, keep_zero: true, inline: false },
+        Field { number: 8, json: "iscsi", ty: Message(207), label: Optional, keep_zero: true, inline: false },
+        Field { number: 9, json: "glusterfs", ty: Message(198), label: Optional, keep_zero: true, inline: false },
+        Field { number: 10, json: "persistentVolumeClaim", ty: Message(256), label: Optional, keep_zero: true, inline: false },
+        Field { number: 11, json: "rbd", ty: Message(302), label: Optional, keep_zero: true, inline: false },
+        Field { number: 12, json: "flexVolume", ty: Message(193), label: Optional, keep_zero: true, inline: false },
+        Field { number: 13, json: "cinder", ty: Message(143), label: Optional, keep_zero: true, inline: false },
+        Field { number: 14, json: "cephfs", ty: Message(141), label: Optional, keep_zero: true, inline: false },
+        Field { number: 15, json: "flocker", ty: Message(194), label: Optional, keep_zero: true, inline: false },
+        Field { number: 16, json: "downwardAPI", ty: Message(172), label: Optional, keep_zero: true, inline: false },
+        Field { number: 17, json: "fc", ty: Message(190), label: Optional, keep_zero: true, inline: false },
+        Field { number: 18, json: "azureFile", ty: Message(135), label: Optional, keep_zero: true, inline: false },
+        Field { number: 19, json: "configMap", ty: Message(155), label: Optional, keep_zero: true, inline: false },
+        Field { number: 20, json: "vsphereVolume", ty: Message(362), label: Optional, keep_zero: true, inline: false },
+        Field { number: 21, json: "quobyte", ty: Message(299), label: Optional, keep_zero: true, inline: false },
+        Field { number: 22, json: "azureDisk", ty: Message(133), label: Optional, keep_zero: true, inline: false },
+        Field { number: 23, json: "photonPersistentDisk", ty: Message(261), label: Optional, keep_zero: true, inline: false },
+        Field { number: 24, json: "portworxVolume", ty: Message(292), label: Optional, keep_zero: true, inline: false },
+        Field { number: 25, json: "scaleIO", ty: Message(318), label: Optional, keep_zero: true, inline: false },
+        Field { number: 26, json: "projected", ty: Message(298), label: Optional, keep_zero: true, inline: false },
+        Field { number: 27, json: "storageos", ty: Message(344), label: Optional, keep_zero: true, inline: false },
+        Field { number: 28, json: "csi", ty: Message(138), label: Optional, keep_zero: true, inline: false },
+        Field { number: 29, json: "ephemeral", ty: Message(184), label: Optional, keep_zero: true, inline: false },
+        Field { number: 30, json: "image", ty: Message(205), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 356
+    // 362
     Message { name: "k8s.io.api.core.v1.VsphereVirtualDiskVolumeSource", special: None, fields: &[
         Field { number: 1, json: "volumePath", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "fsType", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "storagePolicyName", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "storagePolicyID", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 357
+    // 363
     Message { name: "k8s.io.api.core.v1.WeightedPodAffinityTerm", special: None, fields: &[
         Field { number: 1, json: "weight", ty: Int32, label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "podAffinityTerm", ty: Message(258), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "podAffinityTerm", ty: Message(264), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 358
+    // 364
     Message { name: "k8s.io.api.core.v1.WindowsSecurityContextOptions", special: None, fields: &[
         Field { number: 1, json: "gmsaCredentialSpecName", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "gmsaCredentialSpec", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "runAsUserName", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 4, json: "hostProcess", ty: Bool, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 359
+    // 365
     Message { name: "k8s.io.api.core.v1.WorkloadReference", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "podGroup", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "podGroupReplicaKey", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 360
+    // 366
     Message { name: "k8s.io.api.discovery.v1.Endpoint", special: None, fields: &[
         Field { number: 1, json: "addresses", ty: String, label: Repeated, keep_zero: true, inline: false },
-        Field { number: 2, json: "conditions", ty: Message(361), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "conditions", ty: Message(367), label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "hostname", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 4, json: "targetRef", ty: Message(242), label: Optional, keep_zero: true, inline: false },
+        Field { number: 4, json: "targetRef", ty: Message(248), label: Optional, keep_zero: true, inline: false },
         Field { number: 5, json: "deprecatedTopology", ty: String, label: Map, keep_zero: false, inline: false },
         Field { number: 6, json: "nodeName", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 7, json: "zone", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 8, json: "hints", ty: Message(362), label: Optional, keep_zero: true, inline: false },
+        Field { number: 8, json: "hints", ty: Message(368), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 361
+    // 367
     Message { name: "k8s.io.api.discovery.v1.EndpointConditions", special: None, fields: &[
         Field { number: 1, json: "ready", ty: Bool, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "serving", ty: Bool, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "terminating", ty: Bool, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 362
+    // 368
     Message { name: "k8s.io.api.discovery.v1.EndpointHints", special: None, fields: &[
-        Field { number: 1, json: "forZones", ty: Message(367), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 2, json: "forNodes", ty: Message(366), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 1, json: "forZones", ty: Message(373), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 2, json: "forNodes", ty: Message(372), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 363
+    // 369
     Message { name: "k8s.io.api.discovery.v1.EndpointPort", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "protocol", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "port", ty: Int32, label: Optional, keep_zero: true, inline: false },
         Field { number: 4, json: "appProtocol", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 364
+    // 370
     Message { name: "k8s.io.api.discovery.v1.EndpointSlice", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "endpoints", ty: Message(360), label: Repeated, keep_zero: true, inline: false },
-        Field { number: 3, json: "ports", ty: Message(363), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "endpoints", ty: Message(366), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 3, json: "ports", ty: Message(369), label: Repeated, keep_zero: true, inline: false },
         Field { number: 4, json: "addressType", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 365
-    Message { name: "k8s.io.api.discovery.v1.EndpointSliceList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(364), label: Repeated, keep_zero: true, inline: false },
-    ] },
-    // 366
-    Message { name: "k8s.io.api.discovery.v1.ForNode", special: None, fields: &[
-        Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
-    ] },
-    // 367
-    Message { name: "k8s.io.api.discovery.v1.ForZone", special: None, fields: &[
-        Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
-    ] },
-    // 368
-    Message { name: "k8s.io.api.networking.v1.HttpIngressPath", special: None, fields: &[
-        Field { number: 1, json: "path", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "backend", ty: Message(374), label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "pathType", ty: String, label: Optional, keep_zero: true, inline: false },
-    ] },
-    // 369
-    Message { name: "k8s.io.api.networking.v1.HttpIngressRuleValue", special: None, fields: &[
-        Field { number: 1, json: "paths", ty: Message(368), label: Repeated, keep_zero: true, inline: false },
-    ] },
-    // 370
-    Message { name: "k8s.io.api.networking.v1.IPAddress", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "spec", ty: Message(372), label: Optional, keep_zero: false, inline: false },
-    ] },
     // 371
-    Message { name: "k8s.io.api.networking.v1.IPAddressList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
+    Message { name: "k8s.io.api.discovery.v1.EndpointSliceList", special: None, fields: &[
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "items", ty: Message(370), label: Repeated, keep_zero: true, inline: false },
     ] },
     // 372
-    Message { name: "k8s.io.api.networking.v1.IPAddressSpec", special: None, fields: &[
-        Field { number: 1, json: "parentRef", ty: Message(397), label: Optional, keep_zero: true, inline: false },
+    Message { name: "k8s.io.api.discovery.v1.ForNode", special: None, fields: &[
+        Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
     // 373
-    Message { name: "k8s.io.api.networking.v1.Ingress", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "spec", ty: Message(386), label: Optional, keep_zero: false, inline: false },
-        Field { number: 3, json: "status", ty: Message(387), label: Optional, keep_zero: false, inline: false },
+    Message { name: "k8s.io.api.discovery.v1.ForZone", special: None, fields: &[
+        Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
     // 374
-    Message { name: "k8s.io.api.networking.v1.IngressBackend", special: None, fields: &[
-        Field { number: 3, json: "resource", ty: Message(346), label: Optional, keep_zero: true, inline: false },
-        Field { number: 4, json: "service", ty: Message(385), label: Optional, keep_zero: true, inline: false },
+    Message { name: "k8s.io.api.networking.v1.HttpIngressPath", special: None, fields: &[
+        Field { number: 1, json: "path", ty: String, label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "backend", ty: Message(380), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "pathType", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
     // 375
-    Message { name: "k8s.io.api.networking.v1.IngressClass", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "spec", ty: Message(378), label: Optional, keep_zero: false, inline: false },
+    Message { name: "k8s.io.api.networking.v1.HttpIngressRuleValue", special: None, fields: &[
+        Field { number: 1, json: "paths", ty: Message(374), label: Repeated, keep_zero: true, inline: false },
     ] },
     // 376
-    Message { name: "k8s.io.api.networking.v1.IngressClassList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(375), label: Repeated, keep_zero: true, inline: false },
+    Message { name: "k8s.io.api.networking.v1.IPAddress", special: None, fields: &[
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "spec", ty: Message(378), label: Optional, keep_zero: false, inline: false },
     ] },
     // 377
+    Message { name: "k8s.io.api.networking.v1.IPAddressList", special: None, fields: &[
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(376), label: Repeated, keep_zero: true, inline: false },
+    ] },
+    // 378
+    Message { name: "k8s.io.api.networking.v1.IPAddressSpec", special: None, fields: &[
+        Field { number: 1, json: "parentRef", ty: Message(403), label: Optional, keep_zero: true, inline: false },
+    ] },
+    // 379
+    Message { name: "k8s.io.api.networking.v1.Ingress", special: None, fields: &[
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "spec", ty: Message(392), label: Optional, keep_zero: false, inline: false },
+        Field { number: 3, json: "status", ty: Message(393), label: Optional, keep_zero: false, inline: false },
+    ] },
+    // 380
+    Message { name: "k8s.io.api.networking.v1.IngressBackend", special: None, fields: &[
+        Field { number: 3, json: "resource", ty: Message(352), label: Optional, keep_zero: true, inline: false },
+        Field { number: 4, json: "service", ty: Message(391), label: Optional, keep_zero: true, inline: false },
+    ] },
+    // 381
+    Message { name: "k8s.io.api.networking.v1.IngressClass", special: None, fields: &[
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "spec", ty: Message(384), label: Optional, keep_zero: false, inline: false },
+    ] },
+    // 382
+    Message { name: "k8s.io.api.networking.v1.IngressClassList", special: None, fields: &[
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(381), label: Repeated, keep_zero: true, inline: false },
+    ] },
+    // 383
     Message { name: "k8s.io.api.networking.v1.IngressClassParametersReference", special: None, fields: &[
         Field { number: 1, json: "apiGroup", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "kind", ty: String, label: Optional, keep_zero: true, inline: false },
@@ -2627,197 +2667,197 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 4, json: "scope", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 5, json: "namespace", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 378
+    // 384
     Message { name: "k8s.io.api.networking.v1.IngressClassSpec", special: None, fields: &[
         Field { number: 1, json: "controller", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "parameters", ty: Message(377), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "parameters", ty: Message(383), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 379
+    // 385
     Message { name: "k8s.io.api.networking.v1.IngressList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(373), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(379), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 380
+    // 386
     Message { name: "k8s.io.api.networking.v1.IngressLoadBalancerIngress", special: None, fields: &[
         Field { number: 1, json: "ip", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "hostname", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 4, json: "ports", ty: Message(382), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 4, json: "ports", ty: Message(388), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 381
+    // 387
     Message { name: "k8s.io.api.networking.v1.IngressLoadBalancerStatus", special: None, fields: &[
-        Field { number: 1, json: "ingress", ty: Message(380), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 1, json: "ingress", ty: Message(386), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 382
+    // 388
     Message { name: "k8s.io.api.networking.v1.IngressPortStatus", special: None, fields: &[
         Field { number: 1, json: "port", ty: Int32, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "protocol", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "error", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 383
+    // 389
     Message { name: "k8s.io.api.networking.v1.IngressRule", special: None, fields: &[
         Field { number: 1, json: "host", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "", ty: Message(384), label: Optional, keep_zero: true, inline: true },
+        Field { number: 2, json: "", ty: Message(390), label: Optional, keep_zero: true, inline: true },
     ] },
-    // 384
+    // 390
     Message { name: "k8s.io.api.networking.v1.IngressRuleValue", special: None, fields: &[
-        Field { number: 1, json: "http", ty: Message(369), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "http", ty: Message(375), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 385
+    // 391
     Message { name: "k8s.io.api.networking.v1.IngressServiceBackend", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "port", ty: Message(398), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "port", ty: Message(404), label: Optional, keep_zero: false, inline: false },
     ] },
-    // 386
+    // 392
     Message { name: "k8s.io.api.networking.v1.IngressSpec", special: None, fields: &[
-        Field { number: 1, json: "defaultBackend", ty: Message(374), label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "tls", ty: Message(388), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 3, json: "rules", ty: Message(383), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 1, json: "defaultBackend", ty: Message(380), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "tls", ty: Message(394), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 3, json: "rules", ty: Message(389), label: Repeated, keep_zero: false, inline: false },
         Field { number: 4, json: "ingressClassName", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 387
+    // 393
     Message { name: "k8s.io.api.networking.v1.IngressStatus", special: None, fields: &[
-        Field { number: 1, json: "loadBalancer", ty: Message(381), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "loadBalancer", ty: Message(387), label: Optional, keep_zero: false, inline: false },
     ] },
-    // 388
+    // 394
     Message { name: "k8s.io.api.networking.v1.IngressTls", special: None, fields: &[
         Field { number: 1, json: "hosts", ty: String, label: Repeated, keep_zero: false, inline: false },
         Field { number: 2, json: "secretName", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 389
+    // 395
     Message { name: "k8s.io.api.networking.v1.IpBlock", special: None, fields: &[
         Field { number: 1, json: "cidr", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "except", ty: String, label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 390
-    Message { name: "k8s.io.api.networking.v1.NetworkPolicy", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "spec", ty: Message(396), label: Optional, keep_zero: false, inline: false },
-    ] },
-    // 391
-    Message { name: "k8s.io.api.networking.v1.NetworkPolicyEgressRule", special: None, fields: &[
-        Field { number: 1, json: "ports", ty: Message(395), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 2, json: "to", ty: Message(394), label: Repeated, keep_zero: false, inline: false },
-    ] },
-    // 392
-    Message { name: "k8s.io.api.networking.v1.NetworkPolicyIngressRule", special: None, fields: &[
-        Field { number: 1, json: "ports", ty: Message(395), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 2, json: "from", ty: Message(394), label: Repeated, keep_zero: false, inline: false },
-    ] },
-    // 393
-    Message { name: "k8s.io.api.networking.v1.NetworkPolicyList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(390), label: Repeated, keep_zero: true, inline: false },
-    ] },
-    // 394
-    Message { name: "k8s.io.api.networking.v1.NetworkPolicyPeer", special: None, fields: &[
-        Field { number: 1, json: "podSelector", ty: Message(443), label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "namespaceSelector", ty: Message(443), label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "ipBlock", ty: Message(389), label: Optional, keep_zero: true, inline: false },
-    ] },
-    // 395
-    Message { name: "k8s.io.api.networking.v1.NetworkPolicyPort", special: None, fields: &[
-        Field { number: 1, json: "protocol", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "port", ty: Message(472), label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "endPort", ty: Int32, label: Optional, keep_zero: true, inline: false },
-    ] },
     // 396
-    Message { name: "k8s.io.api.networking.v1.NetworkPolicySpec", special: None, fields: &[
-        Field { number: 1, json: "podSelector", ty: Message(443), label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "ingress", ty: Message(392), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 3, json: "egress", ty: Message(391), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 4, json: "policyTypes", ty: String, label: Repeated, keep_zero: false, inline: false },
+    Message { name: "k8s.io.api.networking.v1.NetworkPolicy", special: None, fields: &[
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "spec", ty: Message(402), label: Optional, keep_zero: false, inline: false },
     ] },
     // 397
+    Message { name: "k8s.io.api.networking.v1.NetworkPolicyEgressRule", special: None, fields: &[
+        Field { number: 1, json: "ports", ty: Message(401), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 2, json: "to", ty: Message(400), label: Repeated, keep_zero: false, inline: false },
+    ] },
+    // 398
+    Message { name: "k8s.io.api.networking.v1.NetworkPolicyIngressRule", special: None, fields: &[
+        Field { number: 1, json: "ports", ty: Message(401), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 2, json: "from", ty: Message(400), label: Repeated, keep_zero: false, inline: false },
+    ] },
+    // 399
+    Message { name: "k8s.io.api.networking.v1.NetworkPolicyList", special: None, fields: &[
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(396), label: Repeated, keep_zero: true, inline: false },
+    ] },
+    // 400
+    Message { name: "k8s.io.api.networking.v1.NetworkPolicyPeer", special: None, fields: &[
+        Field { number: 1, json: "podSelector", ty: Message(449), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "namespaceSelector", ty: Message(449), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "ipBlock", ty: Message(395), label: Optional, keep_zero: true, inline: false },
+    ] },
+    // 401
+    Message { name: "k8s.io.api.networking.v1.NetworkPolicyPort", special: None, fields: &[
+        Field { number: 1, json: "protocol", ty: String, label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "port", ty: Message(478), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "endPort", ty: Int32, label: Optional, keep_zero: true, inline: false },
+    ] },
+    // 402
+    Message { name: "k8s.io.api.networking.v1.NetworkPolicySpec", special: None, fields: &[
+        Field { number: 1, json: "podSelector", ty: Message(449), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "ingress", ty: Message(398), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 3, json: "egress", ty: Message(397), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 4, json: "policyTypes", ty: String, label: Repeated, keep_zero: false, inline: false },
+    ] },
+    // 403
     Message { name: "k8s.io.api.networking.v1.ParentReference", special: None, fields: &[
         Field { number: 1, json: "group", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "resource", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "namespace", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "name", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 398
+    // 404
     Message { name: "k8s.io.api.networking.v1.ServiceBackendPort", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "number", ty: Int32, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 399
+    // 405
     Message { name: "k8s.io.api.networking.v1.ServiceCIDR", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "spec", ty: Message(401), label: Optional, keep_zero: false, inline: false },
-        Field { number: 3, json: "status", ty: Message(402), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "spec", ty: Message(407), label: Optional, keep_zero: false, inline: false },
+        Field { number: 3, json: "status", ty: Message(408), label: Optional, keep_zero: false, inline: false },
     ] },
-    // 400
+    // 406
     Message { name: "k8s.io.api.networking.v1.ServiceCIDRList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(399), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(405), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 401
+    // 407
     Message { name: "k8s.io.api.networking.v1.ServiceCIDRSpec", special: None, fields: &[
         Field { number: 1, json: "cidrs", ty: String, label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 402
+    // 408
     Message { name: "k8s.io.api.networking.v1.ServiceCIDRStatus", special: None, fields: &[
-        Field { number: 1, json: "conditions", ty: Message(430), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 1, json: "conditions", ty: Message(436), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 403
+    // 409
     Message { name: "k8s.io.api.policy.v1.Eviction", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "deleteOptions", ty: Message(432), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "deleteOptions", ty: Message(438), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 404
+    // 410
     Message { name: "k8s.io.api.policy.v1.PodDisruptionBudget", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "spec", ty: Message(406), label: Optional, keep_zero: false, inline: false },
-        Field { number: 3, json: "status", ty: Message(407), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "spec", ty: Message(412), label: Optional, keep_zero: false, inline: false },
+        Field { number: 3, json: "status", ty: Message(413), label: Optional, keep_zero: false, inline: false },
     ] },
-    // 405
+    // 411
     Message { name: "k8s.io.api.policy.v1.PodDisruptionBudgetList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(404), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(410), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 406
+    // 412
     Message { name: "k8s.io.api.policy.v1.PodDisruptionBudgetSpec", special: None, fields: &[
-        Field { number: 1, json: "minAvailable", ty: Message(472), label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "selector", ty: Message(443), label: Optional, keep_zero: true, inline: false },
-        Field { number: 3, json: "maxUnavailable", ty: Message(472), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "minAvailable", ty: Message(478), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "selector", ty: Message(449), label: Optional, keep_zero: true, inline: false },
+        Field { number: 3, json: "maxUnavailable", ty: Message(478), label: Optional, keep_zero: true, inline: false },
         Field { number: 4, json: "unhealthyPodEvictionPolicy", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 407
+    // 413
     Message { name: "k8s.io.api.policy.v1.PodDisruptionBudgetStatus", special: None, fields: &[
         Field { number: 1, json: "observedGeneration", ty: Int64, label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "disruptedPods", ty: Message(463), label: Map, keep_zero: false, inline: false },
+        Field { number: 2, json: "disruptedPods", ty: Message(469), label: Map, keep_zero: false, inline: false },
         Field { number: 3, json: "disruptionsAllowed", ty: Int32, label: Optional, keep_zero: true, inline: false },
         Field { number: 4, json: "currentHealthy", ty: Int32, label: Optional, keep_zero: true, inline: false },
         Field { number: 5, json: "desiredHealthy", ty: Int32, label: Optional, keep_zero: true, inline: false },
         Field { number: 6, json: "expectedPods", ty: Int32, label: Optional, keep_zero: true, inline: false },
-        Field { number: 7, json: "conditions", ty: Message(430), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 7, json: "conditions", ty: Message(436), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 408
+    // 414
     Message { name: "k8s.io.api.rbac.v1.AggregationRule", special: None, fields: &[
-        Field { number: 1, json: "clusterRoleSelectors", ty: Message(443), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 1, json: "clusterRoleSelectors", ty: Message(449), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 409
+    // 415
     Message { name: "k8s.io.api.rbac.v1.ClusterRole", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "rules", ty: Message(413), label: Repeated, keep_zero: true, inline: false },
-        Field { number: 3, json: "aggregationRule", ty: Message(408), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "rules", ty: Message(419), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 3, json: "aggregationRule", ty: Message(414), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 410
+    // 416
     Message { name: "k8s.io.api.rbac.v1.ClusterRoleBinding", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "subjects", ty: Message(419), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 3, json: "roleRef", ty: Message(418), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "subjects", ty: Message(425), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 3, json: "roleRef", ty: Message(424), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 411
+    // 417
     Message { name: "k8s.io.api.rbac.v1.ClusterRoleBindingList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(410), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(416), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 412
+    // 418
     Message { name: "k8s.io.api.rbac.v1.ClusterRoleList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(409), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(415), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 413
+    // 419
     Message { name: "k8s.io.api.rbac.v1.PolicyRule", special: None, fields: &[
         Field { number: 1, json: "verbs", ty: String, label: Repeated, keep_zero: true, inline: false },
         Field { number: 2, json: "apiGroups", ty: String, label: Repeated, keep_zero: false, inline: false },
@@ -2825,78 +2865,78 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 4, json: "resourceNames", ty: String, label: Repeated, keep_zero: false, inline: false },
         Field { number: 5, json: "nonResourceURLs", ty: String, label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 414
+    // 420
     Message { name: "k8s.io.api.rbac.v1.Role", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "rules", ty: Message(413), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "rules", ty: Message(419), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 415
+    // 421
     Message { name: "k8s.io.api.rbac.v1.RoleBinding", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "subjects", ty: Message(419), label: Repeated, keep_zero: false, inline: false },
-        Field { number: 3, json: "roleRef", ty: Message(418), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "subjects", ty: Message(425), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 3, json: "roleRef", ty: Message(424), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 416
+    // 422
     Message { name: "k8s.io.api.rbac.v1.RoleBindingList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(415), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(421), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 417
+    // 423
     Message { name: "k8s.io.api.rbac.v1.RoleList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(414), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(420), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 418
+    // 424
     Message { name: "k8s.io.api.rbac.v1.RoleRef", special: None, fields: &[
         Field { number: 1, json: "apiGroup", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "kind", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 419
+    // 425
     Message { name: "k8s.io.api.rbac.v1.Subject", special: None, fields: &[
         Field { number: 1, json: "kind", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "apiGroup", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 4, json: "namespace", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 420
+    // 426
     Message { name: "k8s.io.api.scheduling.v1.PriorityClass", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "value", ty: Int32, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "globalDefault", ty: Bool, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "description", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 5, json: "preemptionPolicy", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 421
+    // 427
     Message { name: "k8s.io.api.scheduling.v1.PriorityClassList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(420), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(426), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 422
+    // 428
     Message { name: "k8s.io.apimachinery.pkg.api.resource.Quantity", special: Some(Special::Quantity), fields: &[
         Field { number: 1, json: "string", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 423
+    // 429
     Message { name: "k8s.io.apimachinery.pkg.api.resource.QuantityValue", special: Some(Special::Quantity), fields: &[
         Field { number: 1, json: "string", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 424
+    // 430
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.APIGroup", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "versions", ty: Message(440), label: Repeated, keep_zero: true, inline: false },
-        Field { number: 3, json: "preferredVersion", ty: Message(440), label: Optional, keep_zero: false, inline: false },
-        Field { number: 4, json: "serverAddressByClientCIDRs", ty: Message(458), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 2, json: "versions", ty: Message(446), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 3, json: "preferredVersion", ty: Message(446), label: Optional, keep_zero: false, inline: false },
+        Field { number: 4, json: "serverAddressByClientCIDRs", ty: Message(464), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 425
+    // 431
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.APIGroupList", special: None, fields: &[
-        Field { number: 1, json: "groups", ty: Message(424), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "groups", ty: Message(430), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 426
+    // 432
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.APIResource", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "namespaced", ty: Bool, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "kind", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 4, json: "verbs", ty: Message(467), label: Optional, keep_zero: true, inline: false },
+        Field { number: 4, json: "verbs", ty: Message(473), label: Optional, keep_zero: true, inline: false },
         Field { number: 5, json: "shortNames", ty: String, label: Repeated, keep_zero: false, inline: false },
         Field { number: 6, json: "singularName", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 7, json: "categories", ty: String, label: Repeated, keep_zero: false, inline: false },
@@ -2904,120 +2944,120 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 9, json: "version", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 10, json: "storageVersionHash", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 427
+    // 433
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.APIResourceList", special: None, fields: &[
         Field { number: 1, json: "groupVersion", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "resources", ty: Message(426), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 2, json: "resources", ty: Message(432), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 428
+    // 434
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.APIVersions", special: None, fields: &[
         Field { number: 1, json: "versions", ty: String, label: Repeated, keep_zero: true, inline: false },
-        Field { number: 2, json: "serverAddressByClientCIDRs", ty: Message(458), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 2, json: "serverAddressByClientCIDRs", ty: Message(464), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 429
+    // 435
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.ApplyOptions", special: None, fields: &[
         Field { number: 1, json: "dryRun", ty: String, label: Repeated, keep_zero: false, inline: false },
         Field { number: 2, json: "force", ty: Bool, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "fieldManager", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 430
+    // 436
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.Condition", special: None, fields: &[
         Field { number: 1, json: "type", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "status", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "observedGeneration", ty: Int64, label: Optional, keep_zero: false, inline: false },
-        Field { number: 4, json: "lastTransitionTime", ty: Message(463), label: Optional, keep_zero: true, inline: false },
+        Field { number: 4, json: "lastTransitionTime", ty: Message(469), label: Optional, keep_zero: true, inline: false },
         Field { number: 5, json: "reason", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 6, json: "message", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 431
+    // 437
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.CreateOptions", special: None, fields: &[
         Field { number: 1, json: "dryRun", ty: String, label: Repeated, keep_zero: false, inline: false },
         Field { number: 3, json: "fieldManager", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "fieldValidation", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 432
+    // 438
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.DeleteOptions", special: None, fields: &[
         Field { number: 1, json: "gracePeriodSeconds", ty: Int64, label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "preconditions", ty: Message(456), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "preconditions", ty: Message(462), label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "orphanDependents", ty: Bool, label: Optional, keep_zero: true, inline: false },
         Field { number: 4, json: "propagationPolicy", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 5, json: "dryRun", ty: String, label: Repeated, keep_zero: false, inline: false },
         Field { number: 6, json: "ignoreStoreReadErrorWithClusterBreakingPotential", ty: Bool, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 433
+    // 439
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.Duration", special: Some(Special::Duration), fields: &[
         Field { number: 1, json: "duration", ty: Int64, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 434
+    // 440
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.FieldSelectorRequirement", special: None, fields: &[
         Field { number: 1, json: "key", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "operator", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "values", ty: String, label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 435
+    // 441
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.FieldsV1", special: Some(Special::FieldsV1), fields: &[
         Field { number: 1, json: "raw", ty: Bytes, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 436
+    // 442
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.GetOptions", special: None, fields: &[
         Field { number: 1, json: "resourceVersion", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 437
+    // 443
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.GroupKind", special: None, fields: &[
         Field { number: 1, json: "group", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "kind", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 438
+    // 444
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.GroupResource", special: None, fields: &[
         Field { number: 1, json: "group", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "resource", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 439
+    // 445
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.GroupVersion", special: None, fields: &[
         Field { number: 1, json: "group", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "version", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 440
+    // 446
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.GroupVersionForDiscovery", special: None, fields: &[
         Field { number: 1, json: "groupVersion", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "version", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 441
+    // 447
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.GroupVersionKind", special: None, fields: &[
         Field { number: 1, json: "group", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "version", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "kind", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 442
+    // 448
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.GroupVersionResource", special: None, fields: &[
         Field { number: 1, json: "group", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "version", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "resource", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 443
+    // 449
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.LabelSelector", special: None, fields: &[
         Field { number: 1, json: "matchLabels", ty: String, label: Map, keep_zero: false, inline: false },
-        Field { number: 2, json: "matchExpressions", ty: Message(444), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 2, json: "matchExpressions", ty: Message(450), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 444
+    // 450
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.LabelSelectorRequirement", special: None, fields: &[
         Field { number: 1, json: "key", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "operator", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "values", ty: String, label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 445
+    // 451
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.List", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(469), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(475), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 446
+    // 452
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.ListMeta", special: None, fields: &[
         Field { number: 1, json: "selfLink", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "resourceVersion", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "continue", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "remainingItemCount", ty: Int64, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 447
+    // 453
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.ListOptions", special: None, fields: &[
         Field { number: 1, json: "labelSelector", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "fieldSelector", ty: String, label: Optional, keep_zero: false, inline: false },
@@ -3030,22 +3070,22 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 10, json: "resourceVersionMatch", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 11, json: "sendInitialEvents", ty: Bool, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 448
+    // 454
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.ManagedFieldsEntry", special: None, fields: &[
         Field { number: 1, json: "manager", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "operation", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "apiVersion", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 4, json: "time", ty: Message(463), label: Optional, keep_zero: true, inline: false },
+        Field { number: 4, json: "time", ty: Message(469), label: Optional, keep_zero: true, inline: false },
         Field { number: 6, json: "fieldsType", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 7, json: "fieldsV1", ty: Message(435), label: Optional, keep_zero: true, inline: false },
+        Field { number: 7, json: "fieldsV1", ty: Message(441), label: Optional, keep_zero: true, inline: false },
         Field { number: 8, json: "subresource", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 449
+    // 455
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.MicroTime", special: Some(Special::MicroTime), fields: &[
         Field { number: 1, json: "seconds", ty: Int64, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "nanos", ty: Int32, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 450
+    // 456
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "generateName", ty: String, label: Optional, keep_zero: false, inline: false },
@@ -3054,16 +3094,16 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 5, json: "uid", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 6, json: "resourceVersion", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 7, json: "generation", ty: Int64, label: Optional, keep_zero: false, inline: false },
-        Field { number: 8, json: "creationTimestamp", ty: Message(463), label: Optional, keep_zero: false, inline: false },
-        Field { number: 9, json: "deletionTimestamp", ty: Message(463), label: Optional, keep_zero: true, inline: false },
+        Field { number: 8, json: "creationTimestamp", ty: Message(469), label: Optional, keep_zero: false, inline: false },
+        Field { number: 9, json: "deletionTimestamp", ty: Message(469), label: Optional, keep_zero: true, inline: false },
         Field { number: 10, json: "deletionGracePeriodSeconds", ty: Int64, label: Optional, keep_zero: true, inline: false },
         Field { number: 11, json: "labels", ty: String, label: Map, keep_zero: false, inline: false },
         Field { number: 12, json: "annotations", ty: String, label: Map, keep_zero: false, inline: false },
-        Field { number: 13, json: "ownerReferences", ty: Message(451), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 13, json: "ownerReferences", ty: Message(457), label: Repeated, keep_zero: false, inline: false },
         Field { number: 14, json: "finalizers", ty: String, label: Repeated, keep_zero: false, inline: false },
-        Field { number: 17, json: "managedFields", ty: Message(448), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 17, json: "managedFields", ty: Message(454), label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 451
+    // 457
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.OwnerReference", special: None, fields: &[
         Field { number: 1, json: "kind", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "name", ty: String, label: Optional, keep_zero: true, inline: false },
@@ -3072,114 +3112,114 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 6, json: "controller", ty: Bool, label: Optional, keep_zero: true, inline: false },
         Field { number: 7, json: "blockOwnerDeletion", ty: Bool, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 452
+    // 458
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.PartialObjectMetadata", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(450), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(456), label: Optional, keep_zero: false, inline: false },
     ] },
-    // 453
+    // 459
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.PartialObjectMetadataList", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
-        Field { number: 2, json: "items", ty: Message(452), label: Repeated, keep_zero: true, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
+        Field { number: 2, json: "items", ty: Message(458), label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 454
+    // 460
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.Patch", special: None, fields: &[
     ] },
-    // 455
+    // 461
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.PatchOptions", special: None, fields: &[
         Field { number: 1, json: "dryRun", ty: String, label: Repeated, keep_zero: false, inline: false },
         Field { number: 2, json: "force", ty: Bool, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "fieldManager", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "fieldValidation", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 456
+    // 462
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.Preconditions", special: None, fields: &[
         Field { number: 1, json: "uid", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "resourceVersion", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 457
+    // 463
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.RootPaths", special: None, fields: &[
         Field { number: 1, json: "paths", ty: String, label: Repeated, keep_zero: true, inline: false },
     ] },
-    // 458
+    // 464
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.ServerAddressByClientCIDR", special: None, fields: &[
         Field { number: 1, json: "clientCIDR", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "serverAddress", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 459
+    // 465
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.Status", special: None, fields: &[
-        Field { number: 1, json: "metadata", ty: Message(446), label: Optional, keep_zero: false, inline: false },
+        Field { number: 1, json: "metadata", ty: Message(452), label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "status", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "message", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 4, json: "reason", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 5, json: "details", ty: Message(461), label: Optional, keep_zero: true, inline: false },
+        Field { number: 5, json: "details", ty: Message(467), label: Optional, keep_zero: true, inline: false },
         Field { number: 6, json: "code", ty: Int32, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 460
+    // 466
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.StatusCause", special: None, fields: &[
         Field { number: 1, json: "reason", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "message", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "field", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 461
+    // 467
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.StatusDetails", special: None, fields: &[
         Field { number: 1, json: "name", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "group", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "kind", ty: String, label: Optional, keep_zero: false, inline: false },
-        Field { number: 4, json: "causes", ty: Message(460), label: Repeated, keep_zero: false, inline: false },
+        Field { number: 4, json: "causes", ty: Message(466), label: Repeated, keep_zero: false, inline: false },
         Field { number: 5, json: "retryAfterSeconds", ty: Int32, label: Optional, keep_zero: false, inline: false },
         Field { number: 6, json: "uid", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 462
+    // 468
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.TableOptions", special: None, fields: &[
         Field { number: 1, json: "includeObject", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 463
+    // 469
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.Time", special: Some(Special::Time), fields: &[
         Field { number: 1, json: "seconds", ty: Int64, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "nanos", ty: Int32, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 464
+    // 470
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.Timestamp", special: None, fields: &[
         Field { number: 1, json: "seconds", ty: Int64, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "nanos", ty: Int32, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 465
+    // 471
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.TypeMeta", special: None, fields: &[
         Field { number: 1, json: "kind", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "apiVersion", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 466
+    // 472
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.UpdateOptions", special: None, fields: &[
         Field { number: 1, json: "dryRun", ty: String, label: Repeated, keep_zero: false, inline: false },
         Field { number: 2, json: "fieldManager", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 3, json: "fieldValidation", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 467
+    // 473
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.Verbs", special: Some(Special::StringList), fields: &[
         Field { number: 1, json: "items", ty: String, label: Repeated, keep_zero: false, inline: false },
     ] },
-    // 468
+    // 474
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.WatchEvent", special: None, fields: &[
         Field { number: 1, json: "type", ty: String, label: Optional, keep_zero: true, inline: false },
-        Field { number: 2, json: "object", ty: Message(469), label: Optional, keep_zero: true, inline: false },
+        Field { number: 2, json: "object", ty: Message(475), label: Optional, keep_zero: true, inline: false },
     ] },
-    // 469
+    // 475
     Message { name: "k8s.io.apimachinery.pkg.runtime.RawExtension", special: Some(Special::RawExtension), fields: &[
         Field { number: 1, json: "raw", ty: Bytes, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 470
+    // 476
     Message { name: "k8s.io.apimachinery.pkg.runtime.TypeMeta", special: None, fields: &[
         Field { number: 1, json: "apiVersion", ty: String, label: Optional, keep_zero: false, inline: false },
         Field { number: 2, json: "kind", ty: String, label: Optional, keep_zero: false, inline: false },
     ] },
-    // 471
+    // 477
     Message { name: "k8s.io.apimachinery.pkg.runtime.Unknown", special: None, fields: &[
-        Field { number: 1, json: "typeMeta", ty: Message(470), label: Optional, keep_zero: true, inline: false },
+        Field { number: 1, json: "typeMeta", ty: Message(476), label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "raw", ty: Bytes, label: Optional, keep_zero: true, inline: false },
         Field { number: 3, json: "contentEncoding", ty: String, label: Optional, keep_zero: true, inline: false },
         Field { number: 4, json: "contentType", ty: String, label: Optional, keep_zero: true, inline: false },
     ] },
-    // 472
+    // 478
     Message { name: "k8s.io.apimachinery.pkg.util.intstr.IntOrString", special: Some(Special::IntOrString), fields: &[
         Field { number: 1, json: "type", ty: Int64, label: Optional, keep_zero: true, inline: false },
         Field { number: 2, json: "intVal", ty: Int32, label: Optional, keep_zero: true, inline: false },
@@ -3206,37 +3246,38 @@ pub(super) static KINDS: &[(&str, &str, u16)] = &[
     ("autoscaling/v2", "HorizontalPodAutoscaler", 83),
     ("batch/v1", "CronJob", 102),
     ("batch/v1", "Job", 106),
-    ("coordination.k8s.io/v1", "Lease", 119),
-    ("discovery.k8s.io/v1", "EndpointSlice", 364),
-    ("networking.k8s.io/v1", "IPAddress", 370),
-    ("networking.k8s.io/v1", "Ingress", 373),
-    ("networking.k8s.io/v1", "IngressClass", 375),
-    ("networking.k8s.io/v1", "NetworkPolicy", 390),
-    ("networking.k8s.io/v1", "ServiceCIDR", 399),
-    ("policy/v1", "Eviction", 403),
-    ("policy/v1", "PodDisruptionBudget", 404),
-    ("rbac.authorization.k8s.io/v1", "ClusterRole", 409),
-    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", 410),
-    ("rbac.authorization.k8s.io/v1", "Role", 414),
-    ("rbac.authorization.k8s.io/v1", "RoleBinding", 415),
-    ("scheduling.k8s.io/v1", "PriorityClass", 420),
-    ("v1", "Binding", 130),
-    ("v1", "ComponentStatus", 141),
-    ("v1", "ConfigMap", 143),
-    ("v1", "Endpoints", 171),
-    ("v1", "Event", 179),
-    ("v1", "LimitRange", 205),
-    ("v1", "Namespace", 216),
-    ("v1", "Node", 222),
-    ("v1", "PersistentVolume", 243),
-    ("v1", "PersistentVolumeClaim", 244),
-    ("v1", "Pod", 256),
-    ("v1", "PodTemplate", 282),
-    ("v1", "ReplicationController", 297),
-    ("v1", "ResourceQuota", 305),
-    ("v1", "Secret", 317),
-    ("v1", "Service", 326),
-    ("v1", "ServiceAccount", 327),
+    ("certificates.k8s.io/v1", "CertificateSigningRequest", 119),
+    ("coordination.k8s.io/v1", "Lease", 125),
+    ("discovery.k8s.io/v1", "EndpointSlice", 370),
+    ("networking.k8s.io/v1", "IPAddress", 376),
+    ("networking.k8s.io/v1", "Ingress", 379),
+    ("networking.k8s.io/v1", "IngressClass", 381),
+    ("networking.k8s.io/v1", "NetworkPolicy", 396),
+    ("networking.k8s.io/v1", "ServiceCIDR", 405),
+    ("policy/v1", "Eviction", 409),
+    ("policy/v1", "PodDisruptionBudget", 410),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole", 415),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", 416),
+    ("rbac.authorization.k8s.io/v1", "Role", 420),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding", 421),
+    ("scheduling.k8s.io/v1", "PriorityClass", 426),
+    ("v1", "Binding", 136),
+    ("v1", "ComponentStatus", 147),
+    ("v1", "ConfigMap", 149),
+    ("v1", "Endpoints", 177),
+    ("v1", "Event", 185),
+    ("v1", "LimitRange", 211),
+    ("v1", "Namespace", 222),
+    ("v1", "Node", 228),
+    ("v1", "PersistentVolume", 249),
+    ("v1", "PersistentVolumeClaim", 250),
+    ("v1", "Pod", 262),
+    ("v1", "PodTemplate", 288),
+    ("v1", "ReplicationController", 303),
+    ("v1", "ResourceQuota", 311),
+    ("v1", "Secret", 323),
+    ("v1", "Service", 332),
+    ("v1", "ServiceAccount", 333),
 ];
 
 /// Fields whose JSON name k8s-openapi did not confirm (taken from the Go doc comment or
@@ -3316,6 +3357,8 @@ pub(super) static UNCONFIRMED_NAMES: &[(&str, u32, &str)] = &[
     ("k8s.io.api.batch.v1.CronJobList", 2, "items"),
     ("k8s.io.api.batch.v1.JobList", 1, "metadata"),
     ("k8s.io.api.batch.v1.JobList", 2, "items"),
+    ("k8s.io.api.certificates.v1.CertificateSigningRequestList", 1, "metadata"),
+    ("k8s.io.api.certificates.v1.CertificateSigningRequestList", 2, "items"),
     ("k8s.io.api.coordination.v1.LeaseList", 1, "metadata"),
     ("k8s.io.api.coordination.v1.LeaseList", 2, "items"),
     ("k8s.io.api.core.v1.AvoidPods", 1, "preferAvoidPods"),

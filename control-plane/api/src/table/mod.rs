@@ -22,6 +22,7 @@ use k8s_openapi::{
         apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet},
         autoscaling::{v1 as autoscaling_v1, v2 as autoscaling_v2},
         batch::v1::{CronJob, Job},
+        certificates::v1::CertificateSigningRequest,
         coordination::v1::Lease,
         core::v1::{
             ConfigMap, Container, ContainerStatus, Endpoints, Event, Namespace, Node, Pod, Secret,
@@ -785,6 +786,30 @@ const LEASE: &[Column] = &[
     ),
     AGE,
 ];
+const CSR: &[Column] = &[
+    NAME,
+    AGE,
+    col(
+        "SignerName",
+        "string",
+        "Only requests with this signer are served by it.",
+    ),
+    col(
+        "Requestor",
+        "string",
+        "Name of the user that created the request.",
+    ),
+    col(
+        "RequestedDuration",
+        "string",
+        "Requested validity of the issued certificate.",
+    ),
+    col(
+        "Condition",
+        "string",
+        "Approved, Denied, Failed and Issued, as they apply.",
+    ),
+];
 /// kube-apiserver's default table convertor (roles, cluster roles, reviews).
 const DEFAULT: &[Column] = &[
     NAME,
@@ -823,6 +848,7 @@ enum Printer {
     ClusterRoleBinding,
     RoleBinding,
     Lease,
+    CertificateSigningRequest,
     Default,
 }
 
@@ -880,6 +906,9 @@ impl Printer {
             ("rbac.authorization.k8s.io", _, "ClusterRoleBinding") => Self::ClusterRoleBinding,
             ("rbac.authorization.k8s.io", _, "RoleBinding") => Self::RoleBinding,
             ("coordination.k8s.io", _, "Lease") => Self::Lease,
+            ("certificates.k8s.io", _, "CertificateSigningRequest") => {
+                Self::CertificateSigningRequest
+            }
             _ => Self::Default,
         }
     }
@@ -909,6 +938,7 @@ impl Printer {
             Self::Pdb => PDB,
             Self::ClusterRoleBinding | Self::RoleBinding => BINDING,
             Self::Lease => LEASE,
+            Self::CertificateSigningRequest => CSR,
             Self::Default => DEFAULT,
         }
     }
@@ -1130,6 +1160,43 @@ impl Printer {
                     .and_then(|s| s.holder_identity)
                     .unwrap_or_default();
                 vec![name(&lease.metadata), json!(holder), t.age(&lease.metadata)].into()
+            }
+            Self::CertificateSigningRequest => {
+                let csr: CertificateSigningRequest = decode(obj)?;
+                let requested = csr.spec.expiration_seconds.map_or_else(
+                    || "<none>".to_owned(),
+                    |s| human_duration(SignedDuration::from_secs(i64::from(s))),
+                );
+                let mut condition: Vec<String> = csr
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .filter(|c| c.status == "True")
+                    .map(|c| c.type_.clone())
+                    .collect();
+                if csr
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.certificate.as_ref().is_some_and(|c| !c.0.is_empty()))
+                {
+                    condition.push("Issued".into());
+                }
+                let condition = if condition.is_empty() {
+                    "Pending".to_owned()
+                } else {
+                    condition.join(",")
+                };
+                vec![
+                    name(&csr.metadata),
+                    t.age(&csr.metadata),
+                    json!(csr.spec.signer_name),
+                    json!(csr.spec.username.unwrap_or_default()),
+                    json!(requested),
+                    json!(condition),
+                ]
+                .into()
             }
             Self::Default => {
                 let meta: ObjectMeta = match obj.get("metadata") {

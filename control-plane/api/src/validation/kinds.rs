@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use base64::Engine as _;
 use serde_json::Value;
 
 use super::{
@@ -58,6 +59,7 @@ pub(super) fn validate_kind(
         }
         ("", _, "Node") => node(v, obj),
         ("", _, "Event") => event(v, obj),
+        ("certificates.k8s.io", _, "CertificateSigningRequest") => csr(v, obj),
         ("apps", _, "Deployment") => pod::deployment(v, obj, old),
         ("apps", _, "ReplicaSet") => pod::replica_set(v, obj, old),
         ("apps", _, "StatefulSet") => pod::stateful_set(v, obj, old),
@@ -934,5 +936,46 @@ fn review(v: &mut Validator, resource: &Resource, obj: &Value) {
                 "must match spec.resourceAttributes.namespace",
             );
         }
+    }
+}
+
+/// upstream's ValidateCertificateSigningRequestCreate, the parts a client can get wrong.
+fn csr(v: &mut Validator, obj: &Value) {
+    let spec = obj.get("spec").unwrap_or(&Value::Null);
+    let signer = string(spec, "signerName");
+    if signer.is_empty() {
+        v.required("spec.signerName", "");
+    } else if signer.split('/').count() != 2 || signer.starts_with('/') || signer.ends_with('/') {
+        v.invalid_str(
+            "spec.signerName",
+            signer,
+            "must be a fully qualified domain and path of the form 'example.com/signer-name'",
+        );
+    }
+    let request = string(spec, "request");
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(request)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok());
+    if request.is_empty() {
+        v.required("spec.request", "");
+    } else if !pem.is_some_and(|p| p.contains("-----BEGIN CERTIFICATE REQUEST-----")) {
+        v.invalid_str(
+            "spec.request",
+            "<request bytes>",
+            "PEM block type must be CERTIFICATE REQUEST",
+        );
+    }
+    if list(spec, "usages").is_empty() {
+        v.required("spec.usages", "");
+    }
+    if let Some(seconds) = int(spec, "expirationSeconds")
+        && seconds < 600
+    {
+        v.invalid_int(
+            "spec.expirationSeconds",
+            seconds,
+            "may not specify a duration less than 600 seconds (10 minutes)",
+        );
     }
 }

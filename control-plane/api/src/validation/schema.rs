@@ -12,8 +12,9 @@
 use k8s_openapi::api::{
     apps::v1 as apps, authentication::v1 as authn, authorization::v1 as authz,
     autoscaling::v1 as autoscaling_v1, autoscaling::v2 as autoscaling_v2, batch::v1 as batch,
-    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
-    networking::v1 as networking, policy::v1 as policy, rbac::v1 as rbac,
+    certificates::v1 as certificates, coordination::v1 as coordination, core::v1 as core,
+    discovery::v1 as discovery, networking::v1 as networking, policy::v1 as policy,
+    rbac::v1 as rbac,
 };
 use serde_json::{Map, Value};
 
@@ -157,6 +158,10 @@ macro_rules! with_type {
             }
             ("coordination.k8s.io", "v1", "Lease") => {
                 type $t = coordination::Lease;
+                $body
+            }
+            ("certificates.k8s.io", "v1", "CertificateSigningRequest") => {
+                type $t = certificates::CertificateSigningRequest;
                 $body
             }
             ("authorization.k8s.io", "v1", "SelfSubjectAccessReview") => {

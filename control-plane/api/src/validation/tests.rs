@@ -1035,6 +1035,28 @@ fn other_kind_causes() {
             ]),
         ),
         (
+            res("certificates.k8s.io", "v1", "certificatesigningrequests"),
+            json!({"metadata": {"name": "c"}, "spec": {"signerName": "nope", "request": "bm90IGEgcGVt", "usages": [], "expirationSeconds": 60}}),
+            want(&[
+                (
+                    "FieldValueInvalid",
+                    "spec.signerName",
+                    "Invalid value: \"nope\": must be a fully qualified domain and path of the form 'example.com/signer-name'",
+                ),
+                (
+                    "FieldValueInvalid",
+                    "spec.request",
+                    "Invalid value: \"<request bytes>\": PEM block type must be CERTIFICATE REQUEST",
+                ),
+                ("FieldValueRequired", "spec.usages", "Required value"),
+                (
+                    "FieldValueInvalid",
+                    "spec.expirationSeconds",
+                    "Invalid value: 60: may not specify a duration less than 600 seconds (10 minutes)",
+                ),
+            ]),
+        ),
+        (
             res("coordination.k8s.io", "v1", "leases"),
             json!({"metadata": {"name": "l", "namespace": "d"}, "spec": {"leaseDurationSeconds": 0, "leaseTransitions": -1}}),
             want(&[
@@ -1314,6 +1336,14 @@ fn valid(r: &Resource) -> Value {
         }
         ("coordination.k8s.io", _) => {
             json!({"spec": {"holderIdentity": "x", "leaseDurationSeconds": 40}})
+        }
+        ("certificates.k8s.io", _) => {
+            use base64::Engine as _;
+            let pem =
+                "-----BEGIN CERTIFICATE REQUEST-----\nMA==\n-----END CERTIFICATE REQUEST-----\n";
+            json!({"spec": {"signerName": "kubernetes.io/kube-apiserver-client",
+                "request": base64::engine::general_purpose::STANDARD.encode(pem),
+                "usages": ["client auth"]}})
         }
         ("authorization.k8s.io", "SelfSubjectRulesReview") => {
             json!({"spec": {"namespace": "default"}})

@@ -335,7 +335,18 @@ impl ControlPlane {
         Self::launch(&[])
     }
 
-    fn launch(extra: &[&str]) -> Self {
+    /// Kills the server process (as a crash would); the directory stays until drop.
+    pub fn kill(&mut self) {
+        self._server.kill();
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// Starts `skiff server` with extra flags.
+    pub fn launch(extra: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(skiff_test_support::unique_name("cp"));
         std::fs::create_dir_all(&dir).unwrap();
         let dir_guard = RemoveOnDrop(dir.clone());
@@ -422,5 +433,20 @@ impl ControlPlane {
         let path = self.dir.join(name);
         std::fs::write(&path, content).unwrap();
         path.display().to_string()
+    }
+}
+
+/// Polls `check` every 100 ms until it returns Some, or panics after `timeout` naming `what`.
+pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(100));
     }
 }

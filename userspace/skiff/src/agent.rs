@@ -1,0 +1,364 @@
+//! `skiff agent`: the node agent. It joins the cluster (a bootstrap token buys the node its own
+//! client certificate through a CertificateSigningRequest, as kubeadm join does), then runs the
+//! node's parts: the eBPF service load balancer driven from the API (skiff-proxy) and the
+//! cluster DNS (skiff-dns).
+//!
+//! `--netns` names the node's network namespace when it is not the agent's own (the sandbox and
+//! the tests): the agent itself stays where the API server is reachable and enters the node's
+//! namespace only for what must live there (the DNS sockets, tc programs).
+
+use std::{
+    fs,
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use clap::Args;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use kube::{
+    Api, Client,
+    api::{DeleteParams, PostParams},
+};
+use serde_json::json;
+use skiff_datapath::{Datapath, DatapathConfig, LbTable, PinnedLbMaps};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// The API server.
+    #[arg(long, default_value = "https://127.0.0.1:6443")]
+    pub server: String,
+    /// A bootstrap token (`skiff token create`) to join with; needed only until the node has
+    /// its certificate under the data dir.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// The cluster CA certificate (PEM) to trust; copied into the data dir on first join.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// State directory: the node's key and certificate.
+    #[arg(long, default_value = "/var/lib/skiff/agent")]
+    pub data_dir: PathBuf,
+    /// The node's name; the host name by default.
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// The node's network namespace (a path like /run/netns/NAME); the agent's own by default.
+    #[arg(long)]
+    pub netns: Option<PathBuf>,
+    /// The cgroup v2 directory whose processes get the socket load balancer (the pods' parent).
+    #[arg(long)]
+    pub cgroup: Option<PathBuf>,
+    /// The node's external interface(s) for NodePort, in the node's network namespace.
+    #[arg(long = "iface")]
+    pub ifaces: Vec<String>,
+    /// bpffs directory for the datapath's maps and links.
+    #[arg(long, default_value = "/sys/fs/bpf/skiff")]
+    pub bpffs: PathBuf,
+    /// Where the cluster DNS answers, in the node's network namespace.
+    #[arg(long, default_value = "10.96.0.10:53")]
+    pub dns_listen: SocketAddr,
+    /// resolv.conf with the upstream resolvers for names outside the cluster.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
+    /// Run no cluster DNS on this node.
+    #[arg(long)]
+    pub no_dns: bool,
+}
+
+pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!("skiff agent needs root (bpf(), cgroups, network namespaces)");
+    }
+    let node_name = match &args.node_name {
+        Some(n) => n.clone(),
+        None => fs::read_to_string("/proc/sys/kernel/hostname")
+            .context("reading the host name (or give --node-name)")?
+            .trim()
+            .to_owned(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(agent(args, node_name))
+}
+
+async fn agent(args: &AgentArgs, node_name: String) -> anyhow::Result<()> {
+    fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let client = node_client(args, &node_name).await?;
+    info!(node = %node_name, server = %args.server, "joined the cluster");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+
+    // The service load balancer: the eBPF datapath, written from the API by skiff-proxy.
+    let mut datapath = Datapath::load(DatapathConfig {
+        bpffs: args.bpffs.clone(),
+        ..DatapathConfig::default()
+    })
+    .context("loading the eBPF datapath")?;
+    if let Some(cgroup) = &args.cgroup {
+        datapath.attach_cgroup(cgroup).with_context(|| {
+            format!("attaching the socket load balancer to {}", cgroup.display())
+        })?;
+    } else {
+        warn!("no --cgroup: the socket load balancer is loaded but attached nowhere");
+    }
+    for iface in &args.ifaces {
+        let iface = iface.clone();
+        in_netns(args.netns.as_deref(), || datapath.attach_tc(&iface))?
+            .with_context(|| "attaching the NodePort program")?;
+    }
+    let table = LbTable::open(PinnedLbMaps::open(&args.bpffs)?)?;
+    let mut proxy = skiff_proxy::Proxy::new(
+        table,
+        skiff_proxy::NodeIdentity::new(&node_name, Vec::<Ipv4Addr>::new()),
+    );
+    let handle = skiff_proxy::WatchHandle::new();
+    let config = skiff_proxy::WatchConfig {
+        node_name: Some(node_name.clone()),
+        ..skiff_proxy::WatchConfig::default()
+    };
+    {
+        let client = client.clone();
+        let mut stop = stop_rx.clone();
+        let handle = handle.clone();
+        tasks.spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = skiff_proxy::run(client, &mut proxy, config, handle, shutdown).await {
+                warn!(error = %e, "the service proxy stopped");
+            }
+        });
+    }
+
+    // Cluster DNS: the cache follows the API from here; the sockets live in the node's netns.
+    if !args.no_dns {
+        let cache = skiff_dns::DnsCache::new();
+        let dns = skiff_dns::DnsConfig {
+            listen: args.dns_listen,
+            resolv_conf: args.resolv_conf.clone(),
+            ..skiff_dns::DnsConfig::default()
+        };
+        {
+            let (client, cache, records) = (client.clone(), cache.clone(), dns.pod_records);
+            tasks.spawn(async move {
+                if let Err(e) = skiff_dns::watch(client, cache, records).await {
+                    warn!(error = %e, "the DNS cache's watches stopped");
+                }
+            });
+        }
+        spawn_dns(args.netns.clone(), dns, cache, stop_rx.clone())?;
+    }
+
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("SIGINT: stopping the agent"),
+        _ = term.recv() => info!("SIGTERM: stopping the agent"),
+        Some(done) = tasks.join_next() => warn!(?done, "a node component stopped; stopping the agent"),
+    }
+    let _ = stop_tx.send(true);
+    // The proxy finishes its sync; the watches feeding caches have nothing to finish.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    tasks.shutdown().await;
+    // The datapath stays pinned: a restarted agent adopts it and traffic never stops.
+    drop(datapath);
+    Ok(())
+}
+
+/// Runs `f` on a thread inside `netns` (or right here without one): network namespaces are
+/// per thread, and tokio's threads must stay where the API server is reachable.
+fn in_netns<T: Send>(netns: Option<&Path>, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+    let Some(netns) = netns else {
+        return Ok(f());
+    };
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                enter_netns(netns)?;
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("a thread inside {} panicked", netns.display()))?
+    })
+}
+
+fn enter_netns(netns: &Path) -> anyhow::Result<()> {
+    let file = fs::File::open(netns)
+        .with_context(|| format!("opening the node's network namespace {}", netns.display()))?;
+    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("entering {}", netns.display()))
+}
+
+/// The DNS server on a thread of its own inside the node's network namespace (its sockets are
+/// made there, and stay there), answering from the shared cache until the agent stops.
+fn spawn_dns(
+    netns: Option<PathBuf>,
+    config: skiff_dns::DnsConfig,
+    cache: skiff_dns::DnsCache,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+    std::thread::Builder::new()
+        .name("dns".into())
+        .spawn(move || {
+            let result = (|| -> anyhow::Result<()> {
+                if let Some(netns) = &netns {
+                    enter_netns(netns)?;
+                }
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async {
+                    ensure_local_address(config.listen)?;
+                    let server = skiff_dns::DnsServer::bind(&config, cache)
+                        .await
+                        .with_context(|| format!("binding the cluster DNS on {}", config.listen))?;
+                    let _ = ready_tx.send(Ok(()));
+                    info!(listen = %config.listen, "cluster DNS answering");
+                    server
+                        .run_until(async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        })
+                        .await?;
+                    Ok(())
+                })
+            })();
+            if let Err(e) = result {
+                warn!(error = %format!("{e:#}"), "cluster DNS stopped");
+                let _ = ready_tx.send(Err(e));
+            }
+        })
+        .context("starting the DNS thread")?;
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .context("the cluster DNS did not start in 10 s")?
+}
+
+/// The DNS address (the kube-dns ClusterIP) must be local in the node's namespace to be bound:
+/// it goes on `lo` as a /32, as node-local DNS caches do.
+fn ensure_local_address(listen: SocketAddr) -> anyhow::Result<()> {
+    if listen.ip().is_unspecified() || listen.ip().is_loopback() {
+        return Ok(());
+    }
+    let out = std::process::Command::new("ip")
+        .args([
+            "addr",
+            "replace",
+            &format!("{}/32", listen.ip()),
+            "dev",
+            "lo",
+        ])
+        .output()
+        .context("running ip (iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "adding {} to lo: {}",
+            listen.ip(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// The node's client: from its certificate under the data dir, or (first start) by joining with
+/// the bootstrap token: a key made here, a CSR for system:node:NAME, the certificate the
+/// cluster's signer issues once the request is approved.
+async fn node_client(args: &AgentArgs, node_name: &str) -> anyhow::Result<Client> {
+    let pki = args.data_dir.join("pki");
+    fs::create_dir_all(&pki).with_context(|| format!("creating {}", pki.display()))?;
+    let (ca_path, cert_path, key_path) = (
+        pki.join("ca.crt"),
+        pki.join("node.crt"),
+        pki.join("node.key"),
+    );
+    if !ca_path.exists() {
+        let source = args.ca_file.as_ref().context(
+            "the cluster CA is unknown: give --ca-file (the server's DATA_DIR/tls/ca.crt)",
+        )?;
+        fs::copy(source, &ca_path)
+            .with_context(|| format!("copying {} to {}", source.display(), ca_path.display()))?;
+    }
+    let ca =
+        fs::read_to_string(&ca_path).with_context(|| format!("reading {}", ca_path.display()))?;
+    let user = format!("system:node:{node_name}");
+    if let (Ok(cert), Ok(key)) = (
+        fs::read_to_string(&cert_path),
+        fs::read_to_string(&key_path),
+    ) {
+        let expires = skiff_apiserver::tls::not_after(&cert, &cert_path)?;
+        if expires > time::OffsetDateTime::now_utc() + time::Duration::days(1) {
+            return crate::server::client_from_pem(&args.server, &ca, &cert, &key, &user).await;
+        }
+        warn!(%expires, "the node certificate expires within a day; joining again");
+    }
+    let token = args
+        .token
+        .as_ref()
+        .context("this node has no certificate yet: give --token (from `skiff token create`)")?;
+    let bootstrap = crate::server::client_from_token(&args.server, &ca, token).await?;
+    let key = rcgen::KeyPair::generate().context("generating the node key")?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, user.as_str());
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "system:nodes");
+    let request = params.serialize_request(&key)?.pem()?;
+    let name = format!(
+        "node-csr-{node_name}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let csr: CertificateSigningRequest = serde_json::from_value(json!({
+        "apiVersion": "certificates.k8s.io/v1",
+        "kind": "CertificateSigningRequest",
+        "metadata": {"name": name},
+        "spec": {
+            "signerName": skiff_controllers::certificates::KUBELET_CLIENT,
+            "request": base64::engine::general_purpose::STANDARD.encode(&request),
+            "usages": ["digital signature", "client auth"],
+        },
+    }))?;
+    let csrs: Api<CertificateSigningRequest> = Api::all(bootstrap);
+    csrs.create(&PostParams::default(), &csr)
+        .await
+        .context("asking for the node's certificate (is the token valid?)")?;
+    info!(csr = %name, "waiting for the node certificate");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let cert = loop {
+        let current = csrs.get(&name).await?;
+        let status = current.status.unwrap_or_default();
+        if let Some(cert) = status.certificate.filter(|c| !c.0.is_empty()) {
+            break String::from_utf8(cert.0).context("the issued certificate is not PEM")?;
+        }
+        if let Some(c) = status
+            .conditions
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| (c.type_ == "Denied" || c.type_ == "Failed") && c.status == "True")
+        {
+            bail!(
+                "the node's certificate request {name} was {}: {}",
+                c.type_.to_lowercase(),
+                c.message.unwrap_or_default()
+            );
+        }
+        if tokio::time::Instant::now() > deadline {
+            let _ = csrs.delete(&name, &DeleteParams::default()).await;
+            bail!("no certificate for {name} after 60 s: is the controller manager running?");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    skiff_apiserver::tls::write_private(&key_path, key.serialize_pem().as_bytes())?;
+    skiff_apiserver::tls::write_private(&cert_path, cert.as_bytes())?;
+    crate::server::client_from_pem(&args.server, &ca, &cert, &key.serialize_pem(), &user).await
+}
