@@ -12,7 +12,7 @@ use k8s_openapi::{
         core::v1::PodTemplateSpec,
     },
     apimachinery::pkg::{
-        apis::meta::v1::{LabelSelector, ObjectMeta},
+        apis::meta::v1::{LabelSelector, ObjectMeta, Time},
         util::intstr::IntOrString,
     },
     jiff::Timestamp,
@@ -821,7 +821,7 @@ async fn update_status(
             now
         };
         json!({"type": type_, "status": status, "reason": reason, "message": message,
-               "lastUpdateTime": update.to_string(), "lastTransitionTime": transition.to_string()})
+               "lastUpdateTime": Time(update), "lastTransitionTime": Time(transition)})
     };
     let available_c = render("Available", avail_status, avail_reason, &avail_msg, false);
     let progressing_c = match &progressing {

@@ -16,12 +16,14 @@ pub mod events;
 pub mod leader;
 pub mod placement;
 pub mod pods;
+pub mod quantity;
 
 mod cronjob;
 mod daemonset;
 mod deployment;
 mod endpoints;
 mod gc;
+pub mod hpa;
 mod job;
 mod nodelifecycle;
 mod replicaset;
@@ -51,6 +53,10 @@ pub struct Options {
     /// Signs approved CertificateSigningRequests with the cluster CA (the server's); `None`
     /// leaves them approved but unsigned.
     pub signer: Option<certificates::Signer>,
+    /// Where the autoscaler reads pod CPU usage; `None`: the resource metrics API.
+    pub metrics: Option<hpa::Metrics>,
+    /// How often each HorizontalPodAutoscaler is evaluated (upstream's 15 s sync period).
+    pub hpa_sync_period: Duration,
 }
 
 impl Default for Options {
@@ -59,6 +65,8 @@ impl Default for Options {
             node_monitor_grace: Duration::from_secs(40),
             node_monitor_period: Duration::from_secs(5),
             signer: None,
+            metrics: None,
+            hpa_sync_period: Duration::from_secs(15),
         }
     }
 }
@@ -137,6 +145,11 @@ pub async fn run(client: Client, options: Options) {
         &mut tasks,
         "certificates",
         certificates::run(Arc::clone(&ctx)),
+    );
+    spawn(
+        &mut tasks,
+        "horizontal-pod-autoscaler",
+        hpa::run(Arc::clone(&ctx)),
     );
     info!(controllers = tasks.len(), "controllers started");
     while let Some(done) = tasks.join_next().await {

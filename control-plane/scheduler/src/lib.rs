@@ -17,7 +17,6 @@ mod cache;
 mod core;
 mod filter;
 mod model;
-mod quantity;
 mod queue;
 mod run;
 

@@ -11,7 +11,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::LabelSelector,
 };
 
-use crate::quantity::{cpu_millis, units};
+use skiff_controllers::quantity::{cpu_millis, units};
 
 /// Requests (of a pod) or allocatable amounts (of a node).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
