@@ -169,7 +169,7 @@ fn measure(v: &Variant, scratch: &Path, tag: &str) -> anyhow::Result<Row> {
     std::fs::write(
         &nginx_conf,
         format!(
-            "daemon off; worker_processes 1; pid {s}/nginx-{tag}.pid; error_log {s}/nginx-{tag}.err;\n\
+            "daemon off; master_process off; worker_processes 1; pid {s}/nginx-{tag}.pid; error_log {s}/nginx-{tag}.err;\n\
              events {{ worker_connections 1024; }}\n\
              http {{ access_log off; client_body_temp_path {t}; proxy_temp_path {t}; fastcgi_temp_path {t}; \
              uwsgi_temp_path {t}; scgi_temp_path {t};\n\
@@ -177,6 +177,8 @@ fn measure(v: &Variant, scratch: &Path, tag: &str) -> anyhow::Result<Row> {
             s = scratch.display()
         ),
     )?;
+    // `master_process off` above: nginx is this one process, so killing it leaves no orphaned
+    // workers behind.
     let _nginx = Proc(server.command("nginx").arg("-c").arg(&nginx_conf).spawn()?);
     let _iperf = Proc(
         server

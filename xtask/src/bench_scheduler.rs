@@ -57,21 +57,7 @@ struct Size {
 pub fn build_and_run(root: &Path, quick: bool) -> anyhow::Result<()> {
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    if cfg!(debug_assertions) {
-        crate::step(
-            "cargo build --release -p skiff -p xtask",
-            crate::cargo().args(["build", "--release", "-p", "skiff", "-p", "xtask"]),
-        )?;
-        let mut cmd = Command::new(target.join("release/xtask"));
-        cmd.args(["bench", "scheduler", "--setup-done"])
-            .env("CARGO_MANIFEST_DIR", root.join("xtask"));
-        if quick {
-            cmd.arg("--quick");
-        }
-        let status = cmd.status().context("running the release xtask")?;
-        if !status.success() {
-            bail!("bench scheduler failed ({status})");
-        }
+    if crate::bench::handed_to_release(root, "scheduler", quick)? {
         return Ok(());
     }
     // The plain xtask built skiff together with this release xtask, just before handing over.

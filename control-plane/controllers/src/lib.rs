@@ -25,6 +25,7 @@ mod endpoints;
 mod gc;
 pub mod hpa;
 mod job;
+pub mod nodeipam;
 mod nodelifecycle;
 mod replicaset;
 mod statefulset;
@@ -57,6 +58,9 @@ pub struct Options {
     pub metrics: Option<hpa::Metrics>,
     /// How often each HorizontalPodAutoscaler is evaluated (upstream's 15 s sync period).
     pub hpa_sync_period: Duration,
+    /// Pod addresses of the whole cluster; each node gets a `node_cidr_mask` subnet of it.
+    pub cluster_cidr: (std::net::Ipv4Addr, u8),
+    pub node_cidr_mask: u8,
 }
 
 impl Default for Options {
@@ -67,6 +71,8 @@ impl Default for Options {
             signer: None,
             metrics: None,
             hpa_sync_period: Duration::from_secs(15),
+            cluster_cidr: (std::net::Ipv4Addr::new(10, 244, 0, 0), 16),
+            node_cidr_mask: 24,
         }
     }
 }
@@ -146,6 +152,7 @@ pub async fn run(client: Client, options: Options) {
         "certificates",
         certificates::run(Arc::clone(&ctx)),
     );
+    spawn(&mut tasks, "node-ipam", nodeipam::run(Arc::clone(&ctx)));
     spawn(
         &mut tasks,
         "horizontal-pod-autoscaler",

@@ -23,6 +23,10 @@ use kube::{
     Api, Client, Config,
     api::{DeleteParams, PostParams},
 };
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
 use skiff_apiserver::testing::LocalServer;
 use skiff_kubelet::{CriRuntime, KubeletConfig, Runtime as _, cri};
 use skiff_test_support::{Cgroup, ChildGuard, NetNs, require_root, run, unique_name};
@@ -31,69 +35,10 @@ const BUSYBOX: &str = "docker.io/library/busybox:1.35";
 const PAUSE: &str = "registry.local/pause:1";
 const POD_SUBNET: &str = "10.244.1.0/24";
 
-/// Builds an OCI archive of a busybox-static image with umoci and skopeo.
+/// An OCI archive of a busybox-static image (see skiff-kubelet's image module).
 fn build_image(work: &Path, name: &str, reference: &str, entrypoint: &[&str]) -> PathBuf {
-    let layout = work.join(format!("oci-{name}"));
-    let bundle = work.join(format!("bundle-{name}"));
-    let image = format!("{}:1", layout.display());
-    let l = layout.display().to_string();
-    run("umoci", &["init", "--layout", &l]);
-    run("umoci", &["new", "--image", &image]);
-    run(
-        "umoci",
-        &["unpack", "--image", &image, &bundle.display().to_string()],
-    );
-    let rootfs = bundle.join("rootfs");
-    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "root"] {
-        fs::create_dir_all(rootfs.join(d)).unwrap();
-    }
-    fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    let applets = run("/bin/busybox", &["--list"]);
-    for applet in String::from_utf8_lossy(&applets.stdout).lines() {
-        let link = rootfs.join("bin").join(applet);
-        if !link.exists() {
-            std::os::unix::fs::symlink("busybox", link).unwrap();
-        }
-    }
-    fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
-    run(
-        "umoci",
-        &["repack", "--image", &image, &bundle.display().to_string()],
-    );
-    let mut config = vec![
-        "config",
-        "--image",
-        &image,
-        "--config.env",
-        "PATH=/bin:/sbin:/usr/bin:/usr/sbin",
-        "--os",
-        "linux",
-        "--architecture",
-        "amd64",
-    ];
-    let entry: Vec<String> = entrypoint
-        .iter()
-        .map(|e| format!("--config.entrypoint={e}"))
-        .collect();
-    let cmd = "--config.cmd=/bin/sh".to_owned();
-    if entrypoint.is_empty() {
-        config.push(&cmd);
-    } else {
-        config.extend(entry.iter().map(String::as_str));
-    }
-    run("umoci", &config);
-    run("umoci", &["gc", "--layout", &l]);
-    let archive = work.join(format!("{name}.tar"));
-    run(
-        "skopeo",
-        &[
-            "copy",
-            &format!("oci:{image}"),
-            &format!("oci-archive:{}:{reference}", archive.display()),
-        ],
-    );
-    archive
+    skiff_kubelet::image::build_busybox(work, name, reference, entrypoint)
+        .unwrap_or_else(|e| panic!("building the {name} image: {e}"))
 }
 
 /// Unmounts whatever is still mounted under `dir` (sandbox shm, rootfs, netns files), deepest
@@ -149,7 +94,9 @@ impl Drop for PodCgroups {
                     .unwrap_or_default()
                     .lines()
                 {
-                    let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+                    if let Ok(pid) = pid.trim().parse() {
+                        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    }
                 }
                 for _ in 0..50 {
                     if fs::remove_dir(&d).is_ok() || !d.exists() {

@@ -1,6 +1,9 @@
 //! `skiff up --sandbox`, the README's first command: the API server on the host, the node in a
 //! sandbox (its own network namespace, cgroup and bpffs directory) joined through its agent,
-//! kubectl working with the printed kubeconfig, and everything gone again after SIGTERM.
+//! and the seed's first workflow with the real kubectl: an image loaded with `skiff image load`,
+//! a Deployment whose pods run on containerd with skiff-cni addresses, exposed as a Service that
+//! a client on the node reaches through the eBPF socket load balancer (every pod answers in
+//! turn) and that the cluster DNS names; then everything is gone again after SIGTERM.
 
 mod common;
 
@@ -84,6 +87,114 @@ fn up_runs_a_sandboxed_cluster_and_cleans_up_on_sigterm() {
         "{lb:?}"
     );
 
+    // A node that runs pods.
+    common::eventually("the node to be Ready", Duration::from_secs(60), || {
+        kubectl(&["get", "nodes"]).contains(" Ready ").then_some(())
+    });
+    let image =
+        skiff_kubelet::image::build_busybox(&dir, "busybox", "docker.io/library/busybox:1.35", &[])
+            .expect("building a busybox image");
+    let load = Command::new(common::skiff_bin())
+        .args(["image", "load"])
+        .arg(&image)
+        .arg("--data-dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        load.status.success(),
+        "skiff image load: {}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    kubectl(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=docker.io/library/busybox:1.35",
+        "--replicas=3",
+        "--",
+        "/bin/sh",
+        "-c",
+        "while true; do hostname | nc -l -p 8080; done",
+    ]);
+    kubectl(&[
+        "expose",
+        "deployment",
+        "web",
+        "--port=80",
+        "--target-port=8080",
+    ]);
+    let pods = common::eventually("3 running pods", Duration::from_secs(90), || {
+        let pods: serde_json::Value =
+            serde_json::from_str(&kubectl(&["get", "pods", "-l", "app=web", "-o", "json"])).ok()?;
+        let running: Vec<(String, String)> = pods["items"]
+            .as_array()?
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string())
+            .map(|p| {
+                (
+                    p["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    p["status"]["podIP"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        (running.len() == 3).then_some(running)
+    });
+    for (_, ip) in &pods {
+        assert!(
+            ip.starts_with("10.244."),
+            "pod IP {ip} outside the node's pod CIDR"
+        );
+    }
+    let cluster_ip = kubectl(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    // A client inside the node (its namespace and cgroup, where the socket LB is attached).
+    let cgroup = skiff_test_support::cgroup2_root().join(&name);
+    let ask = || {
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{name}"))
+            .args(["sh", "-c"])
+            .arg(format!(
+                "echo $$ > {}/cgroup.procs && exec busybox nc -w 2 {} 80 </dev/null",
+                cgroup.display(),
+                cluster_ip.trim()
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let mut answered = std::collections::BTreeSet::new();
+    common::eventually(
+        "every pod answering through the ClusterIP",
+        Duration::from_secs(60),
+        || {
+            let who = ask();
+            if !who.is_empty() {
+                answered.insert(who);
+            }
+            (answered.len() == 3).then_some(())
+        },
+    );
+    let names: std::collections::BTreeSet<String> = pods.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(
+        answered, names,
+        "the answers come from the Deployment's pods"
+    );
+    let lookup = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{name}"))
+        .args([
+            "busybox",
+            "nslookup",
+            "web.default.svc.cluster.local",
+            "10.96.0.10",
+        ])
+        .output()
+        .unwrap();
+    let lookup = String::from_utf8_lossy(&lookup.stdout);
+    assert!(lookup.contains(cluster_ip.trim()), "{lookup}");
+
     let pid = nix::unistd::Pid::from_raw(up.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let status = up.wait_timeout(Duration::from_secs(30));
@@ -93,9 +204,18 @@ fn up_runs_a_sandboxed_cluster_and_cleans_up_on_sigterm() {
         "the sandbox netns is left"
     );
     assert!(!bpffs.exists(), "the sandbox pins are left");
+    let left: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|h| h.path().join(&name))
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(left.is_empty(), "sandbox cgroups are left: {left:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
-        !skiff_test_support::cgroup2_root().join(&name).exists(),
-        "the sandbox cgroup is left"
+        !mounts.contains(&dir.display().to_string()),
+        "mounts under the data dir are left"
     );
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),

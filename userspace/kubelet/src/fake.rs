@@ -16,6 +16,8 @@ pub enum Behavior {
     Run,
     /// Exits at once with this code.
     Exit(i32),
+    /// `StartContainer` fails (a bad entrypoint, say).
+    FailStart,
 }
 
 #[derive(Debug, Clone)]
@@ -326,6 +328,12 @@ impl Runtime for FakeRuntime {
         drop(s);
         s = self.enter(format!("StartContainer {name}"))?;
         let behavior = s.behaviors.get(&name).copied().unwrap_or(Behavior::Run);
+        if behavior == Behavior::FailStart {
+            return Err(RuntimeError::Call {
+                call: "StartContainer",
+                status: tonic::Status::unknown("exec: \"nope\": executable file not found"),
+            });
+        }
         let c = s
             .containers
             .get_mut(id)
@@ -333,7 +341,9 @@ impl Runtime for FakeRuntime {
         let now = now_nanos();
         c.started_at = now;
         match behavior {
-            Behavior::Run => c.state = cri::ContainerState::ContainerRunning as i32,
+            Behavior::Run | Behavior::FailStart => {
+                c.state = cri::ContainerState::ContainerRunning as i32;
+            }
             Behavior::Exit(code) => {
                 c.state = cri::ContainerState::ContainerExited as i32;
                 c.exit_code = code;

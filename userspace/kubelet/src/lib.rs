@@ -4,6 +4,7 @@
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
+pub mod image;
 pub mod node;
 pub mod pod;
 pub mod runtime;
@@ -64,8 +65,11 @@ pub struct KubeletConfig {
     pub runtime_check_interval: Duration,
     pub lease_renew_interval: Duration,
     pub lease_duration_seconds: i32,
-    /// How often each pod's containers are checked (the kubelet's relist period).
+    /// How often the runtime is relisted for container state changes (one node-wide list;
+    /// only pods whose containers changed are synced).
     pub sync_interval: Duration,
+    /// How often each pod is synced when nothing changed (a safety net).
+    pub resync_interval: Duration,
     /// Restart back-off: first delay and cap.
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
@@ -90,6 +94,7 @@ impl Default for KubeletConfig {
             lease_renew_interval: Duration::from_secs(10),
             lease_duration_seconds: 40,
             sync_interval: Duration::from_secs(1),
+            resync_interval: Duration::from_secs(10),
             backoff_initial: Duration::from_secs(10),
             backoff_max: Duration::from_secs(300),
             dns: None,
@@ -142,6 +147,8 @@ pub async fn run_with<R: Runtime>(
         config: Arc::clone(&config),
         host_ip,
         runtime_name,
+        memory_capacity: node::Machine::read().memory_bytes,
+        relist: pod::relist::Subscribers::default(),
     });
     let status = node::run_status(client.clone(), Arc::clone(&config), runtime, host_ip_tx)
         .instrument(info_span!("node-status", node = %config.node_name));

@@ -551,6 +551,7 @@ async fn startup_probe_holds_liveness_back_then_liveness_failure_restarts() {
     let cs = container_status(&pods.get("p").await.unwrap()).unwrap();
     assert_eq!(cs.restart_count, 0);
     assert!(!cs.ready, "not ready before the startup probe passes");
+    assert_eq!(cs.started, Some(false));
     // Started: liveness runs, fails, and the container is restarted.
     h.fake.set_command_result("started", 0);
     eventually("restarted by liveness", async || {
@@ -737,4 +738,36 @@ async fn image_pull_secrets_are_passed_to_the_runtime() {
         .filter(|c| c.starts_with("PullImage"))
         .collect();
     assert_eq!(pulls, ["PullImage 127.0.0.1:5000/app:v1 as robot"]);
+}
+
+#[tokio::test]
+async fn a_container_that_fails_to_start_is_retried_not_left_created() {
+    let fake = FakeRuntime::new();
+    fake.add_image("busybox:1.35");
+    fake.set_behavior("app", Behavior::FailStart);
+    let h = start(fake).await;
+    let pods: Api<Pod> = Api::namespaced(h.client.clone(), "default");
+    pods.create(
+        &PostParams::default(),
+        &pod(serde_json::json!({
+            "nodeName": "n1",
+            "containers": [{ "name": "app", "image": "busybox:1.35" }],
+        })),
+    )
+    .await
+    .unwrap();
+    eventually("RunContainerError", async || {
+        (waiting_reason(&pods.get("p").await.unwrap()).as_deref() == Some("RunContainerError"))
+            .then_some(())
+    })
+    .await;
+    // The failed container was removed, not left in Created.
+    assert!(h.fake.calls().iter().any(|c| c == "RemoveContainer app"));
+    assert!(h.fake.containers_named("app").len() <= 1);
+    h.fake.set_behavior("app", Behavior::Run);
+    eventually("Running", async || {
+        let p = pods.get("p").await.unwrap();
+        (p.status?.phase.as_deref() == Some("Running")).then_some(())
+    })
+    .await;
 }

@@ -1,7 +1,7 @@
 //! `skiff agent`: the node agent. It joins the cluster (a bootstrap token buys the node its own
 //! client certificate through a CertificateSigningRequest, as kubeadm join does), then runs the
-//! node's parts: the eBPF service load balancer driven from the API (skiff-proxy) and the
-//! cluster DNS (skiff-dns).
+//! node's parts: the kubelet on containerd with the skiff CNI plugin (see node.rs), the eBPF
+//! service load balancer driven from the API (skiff-proxy) and the cluster DNS (skiff-dns).
 //!
 //! `--netns` names the node's network namespace when it is not the agent's own (the sandbox and
 //! the tests): the agent itself stays where the API server is reachable and enters the node's
@@ -66,6 +66,16 @@ pub struct AgentArgs {
     /// Run no cluster DNS on this node.
     #[arg(long)]
     pub no_dns: bool,
+    /// containerd's CRI socket, when the node runs its own containerd; by default the agent
+    /// starts and configures one (its state under the data dir).
+    #[arg(long)]
+    pub container_runtime_endpoint: Option<PathBuf>,
+    /// Run no kubelet: the node serves Services and DNS but runs no pods.
+    #[arg(long)]
+    pub no_kubelet: bool,
+    /// The node's InternalIP; detected from the default route when unset.
+    #[arg(long)]
+    pub node_ip: Option<Ipv4Addr>,
 }
 
 pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
@@ -156,6 +166,66 @@ async fn agent(args: &AgentArgs, node_name: String) -> anyhow::Result<()> {
         spawn_dns(args.netns.clone(), dns, cache, stop_rx.clone())?;
     }
 
+    // Pods: containerd, the CNI plugin and the kubelet.
+    let _containerd = if args.no_kubelet {
+        None
+    } else {
+        let containerd = match &args.container_runtime_endpoint {
+            Some(_) => None,
+            None => Some(crate::node::start_containerd(
+                &args.data_dir,
+                args.netns.as_deref(),
+                args.cgroup.as_deref(),
+            )?),
+        };
+        let socket = args
+            .container_runtime_endpoint
+            .clone()
+            .unwrap_or_else(|| crate::node::containerd_socket(&args.data_dir));
+        if containerd.is_some() {
+            let (dir, sock) = (args.data_dir.clone(), socket.clone());
+            tokio::task::spawn_blocking(move || crate::node::ensure_pause_image(&dir, &sock))
+                .await??;
+        }
+        let status = crate::node::install_cni(&args.data_dir, &args.bpffs)?;
+        // Finishes once the CIDR is known: not one of the tasks whose end stops the agent.
+        tokio::spawn(crate::node::follow_pod_cidr(
+            client.clone(),
+            node_name.clone(),
+            status,
+        ));
+        let config = crate::node::kubelet_config(args, &node_name, &socket)?;
+        match &args.netns {
+            Some(netns) => {
+                let upstream = api_address(&args.server)?;
+                let pki = args.data_dir.join("pki");
+                let user = format!("system:node:{node_name}");
+                crate::node::spawn_kubelet_in_netns(
+                    netns.clone(),
+                    upstream,
+                    tokio::runtime::Handle::current(),
+                    move |url| async move {
+                        let read = |f: &str| fs::read_to_string(pki.join(f));
+                        let (ca, cert, key) =
+                            (read("ca.crt")?, read("node.crt")?, read("node.key")?);
+                        crate::server::client_from_pem(&url, &ca, &cert, &key, &user).await
+                    },
+                    config,
+                )?;
+            }
+            None => {
+                let client = client.clone();
+                tasks.spawn(async move {
+                    if let Err(e) = skiff_kubelet::run(client, config).await {
+                        warn!(error = %e, "the kubelet stopped");
+                    }
+                });
+            }
+        }
+        info!("kubelet started");
+        containerd
+    };
+
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => info!("SIGINT: stopping the agent"),
@@ -172,6 +242,21 @@ async fn agent(args: &AgentArgs, node_name: String) -> anyhow::Result<()> {
     // The datapath stays pinned: a restarted agent adopts it and traffic never stops.
     drop(datapath);
     Ok(())
+}
+
+/// The API server's socket address, from its URL.
+fn api_address(server: &str) -> anyhow::Result<SocketAddr> {
+    let uri: hyper::Uri = server
+        .parse()
+        .with_context(|| format!("--server {server:?} is not a URL"))?;
+    let host = uri.host().context("--server has no host")?;
+    let port = uri.port_u16().unwrap_or(443);
+    use std::net::ToSocketAddrs as _;
+    (host.trim_matches(['[', ']']), port)
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {host}"))?
+        .next()
+        .with_context(|| format!("{host} has no address"))
 }
 
 /// Runs `f` on a thread inside `netns` (or right here without one): network namespaces are
@@ -191,7 +276,7 @@ fn in_netns<T: Send>(netns: Option<&Path>, f: impl FnOnce() -> T + Send) -> anyh
     })
 }
 
-fn enter_netns(netns: &Path) -> anyhow::Result<()> {
+pub(crate) fn enter_netns(netns: &Path) -> anyhow::Result<()> {
     let file = fs::File::open(netns)
         .with_context(|| format!("opening the node's network namespace {}", netns.display()))?;
     nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)

@@ -41,6 +41,9 @@ enum Command {
     /// Bootstrap tokens for joining nodes.
     #[command(subcommand)]
     Token(crate::token::TokenCommand),
+    /// Images for nodes without a registry.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Load, attach and pin the eBPF programs, or remove them.
     #[command(subcommand)]
     Datapath(DatapathCommand),
@@ -52,6 +55,42 @@ enum Command {
     Ct(CtCommand),
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Import an OCI or docker image archive into the containerd of the node that runs from
+    /// DATA_DIR (like `kind load image-archive`).
+    Load {
+        archive: PathBuf,
+        /// The node's state directory: `skiff up`'s data dir, or `skiff agent`'s.
+        #[arg(long, default_value = "/var/lib/skiff")]
+        data_dir: PathBuf,
+    },
+}
+
+/// `skiff image load`: finds the node's containerd under the data dir and imports the archive.
+fn image_load(archive: &Path, data_dir: &Path) -> anyhow::Result<()> {
+    if !archive.is_file() {
+        anyhow::bail!("{} is not an image archive file", archive.display());
+    }
+    let socket = [data_dir.join("agent"), data_dir.to_owned()]
+        .iter()
+        .map(|d| crate::node::containerd_socket(d))
+        .find(|s| s.exists())
+        .with_context(|| {
+            format!(
+                "no node containerd under {}: is `skiff up` or `skiff agent` running with that --data-dir?",
+                data_dir.display()
+            )
+        })?;
+    skiff_kubelet::image::import(&socket, archive)?;
+    println!(
+        "{} imported into the node's containerd ({})",
+        archive.display(),
+        socket.display()
+    );
+    Ok(())
 }
 
 #[derive(Args, Debug)]
@@ -196,6 +235,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Server(args) => crate::server::run(&args),
         Command::Agent(args) => crate::agent::run(&args),
         Command::Token(cmd) => crate::token::run(cmd),
+        Command::Image(ImageCommand::Load { archive, data_dir }) => image_load(&archive, &data_dir),
         Command::Datapath(cmd) => datapath(cmd),
         Command::Lb(cmd) => lb(cmd),
         Command::Ct(cmd) => ct(cmd),

@@ -3,6 +3,7 @@
 
 mod agent;
 mod cli;
+mod node;
 mod output;
 mod sandbox;
 mod server;

@@ -21,15 +21,18 @@ struct Sandbox {
     netns: bool,
     cgroup: Option<PathBuf>,
     bpffs: Option<PathBuf>,
+    /// The agent's state (containerd's mounts live under it).
+    data_dir: Option<PathBuf>,
 }
 
 impl Sandbox {
-    fn create(name: &str) -> anyhow::Result<Self> {
+    fn create(name: &str, data_dir: &Path) -> anyhow::Result<Self> {
         let mut sandbox = Self {
             name: name.to_owned(),
             netns: false,
             cgroup: None,
             bpffs: None,
+            data_dir: Some(data_dir.to_owned()),
         };
         if Path::new("/run/netns").join(name).exists() {
             bail!(
@@ -52,14 +55,58 @@ impl Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        if let Some(bpffs) = &self.bpffs
-            && let Err(e) = detach_all(bpffs)
-        {
-            warn!(error = %e, "removing the sandbox's eBPF pins");
+        if let Some(bpffs) = &self.bpffs {
+            if let Err(e) = detach_all(bpffs) {
+                warn!(error = %e, "removing the sandbox's eBPF pins");
+            }
+            // Pins skiff-proxy does not own (the CNI plugin's program and endpoint map) go too:
+            // unlinking a pin is what unpins it.
+            if bpffs.exists()
+                && let Err(e) = fs::remove_dir_all(bpffs)
+            {
+                warn!(error = %e, path = %bpffs.display(), "removing the sandbox's bpffs directory");
+            }
         }
-        if let Some(cgroup) = &self.cgroup {
-            // The sandbox is going away: whatever still runs in it goes with it.
-            for pid in fs::read_to_string(cgroup.join("cgroup.procs"))
+        if self.cgroup.is_some() {
+            // The sandbox is going away: whatever still runs in it (containerd's shims, the
+            // pods) goes with it, in every hierarchy runc made the pods' cgroups in.
+            remove_cgroup_trees(&self.name);
+        }
+        if let Some(data_dir) = &self.data_dir {
+            unmount_under(data_dir);
+        }
+        if self.netns
+            && let Err(e) = ip(&["netns", "del", &self.name])
+        {
+            warn!(error = %e, "removing the sandbox network namespace");
+        }
+    }
+}
+
+/// Kills every process in `/sys/fs/cgroup/*/NAME` and below, and removes those directories,
+/// deepest first (on hybrid machines runc makes pod cgroups in each v1 hierarchy too).
+fn remove_cgroup_trees(name: &str) {
+    let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    for h in hierarchies.flatten() {
+        let root = h.path().join(name);
+        if !root.is_dir() {
+            continue;
+        }
+        let mut dirs = Vec::new();
+        let mut stack = vec![root];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    stack.push(e.path());
+                }
+            }
+            dirs.push(d);
+        }
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for d in dirs {
+            for pid in fs::read_to_string(d.join("cgroup.procs"))
                 .unwrap_or_default()
                 .lines()
             {
@@ -69,16 +116,29 @@ impl Drop for Sandbox {
                 }
             }
             for _ in 0..100 {
-                if fs::remove_dir(cgroup).is_ok() || !cgroup.exists() {
+                if fs::remove_dir(&d).is_ok() || !d.exists() {
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
         }
-        if self.netns
-            && let Err(e) = ip(&["netns", "del", &self.name])
-        {
-            warn!(error = %e, "removing the sandbox network namespace");
+    }
+}
+
+/// Lazily unmounts whatever containerd left mounted under `dir` (container root filesystems,
+/// sandbox shm, network namespace files), deepest first.
+fn unmount_under(dir: &Path) {
+    let prefix = dir.display().to_string();
+    let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        if let Err(e) = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH) {
+            warn!(error = %e, mount = %m, "unmounting what the node's containerd left");
         }
     }
 }
@@ -119,7 +179,7 @@ pub fn up(args: &UpArgs) -> anyhow::Result<()> {
     signals.thread_block().context("blocking SIGINT/SIGTERM")?;
 
     let server = Child::server(args)?;
-    let sandbox = Sandbox::create(&args.sandbox_name)?;
+    let sandbox = Sandbox::create(&args.sandbox_name, &args.data_dir)?;
     let cgroup = sandbox.cgroup.clone().expect("made by create");
     let bpffs = sandbox.bpffs.clone().expect("made by create");
     let url = format!("https://{}", args.listen);
@@ -147,9 +207,10 @@ skiff up: a single-node cluster, node {name:?} in a sandbox
   node agent                      running   pid {agent_pid}, log {agent_log}
     network namespace             ready     /run/netns/{name}
     cgroup (v2)                   ready     {cgroup}
+    kubelet + containerd          running   pods run in the sandbox (images: skiff image load --data-dir {data_dir} ARCHIVE)
+    skiff-cni                     installed pod network from the node's pod CIDR
     eBPF socket load balancer     attached  pins under {bpffs}
     cluster DNS                   answering 10.96.0.10:53 inside the sandbox
-  kubelet, CNI                    not yet   no Node registers, so pods stay Pending
 
 Point kubectl at it:
   export KUBECONFIG={kubeconfig}
@@ -165,6 +226,7 @@ Ctrl-C stops skiff and removes the sandbox.",
         agent_pid = agent.process.id(),
         agent_log = agent.log.display(),
         kubeconfig = args.data_dir.join("kubeconfig.yaml").display(),
+        data_dir = args.data_dir.display(),
         cgroup = cgroup.display(),
         bpffs = bpffs.display(),
     );

@@ -71,6 +71,17 @@ pub struct ServerArgs {
     /// A node whose kubelet stopped renewing its Lease for this long becomes NotReady (Unknown).
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     pub node_monitor_grace_period: Duration,
+    /// Pod addresses of the cluster: each node gets a subnet of it for its pods.
+    #[arg(long, default_value = "10.244.0.0/16", value_parser = parse_cidr)]
+    pub cluster_cidr: (std::net::Ipv4Addr, u8),
+    /// The prefix length of each node's pod subnet.
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u8).range(8..=30))]
+    pub node_cidr_mask_size: u8,
+}
+
+fn parse_cidr(s: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
+    skiff_controllers::nodeipam::parse_cidr(s)
+        .ok_or_else(|| format!("{s:?} is not an IPv4 network like 10.244.0.0/16"))
 }
 
 /// `90s`, `2m`, `1h` or plain seconds.
@@ -393,6 +404,8 @@ async fn controller_manager(components: Arc<Components>, args: ServerArgs) {
     });
     let options = skiff_controllers::Options {
         node_monitor_grace: args.node_monitor_grace_period,
+        cluster_cidr: args.cluster_cidr,
+        node_cidr_mask: args.node_cidr_mask_size,
         signer,
         ..skiff_controllers::Options::default()
     };

@@ -90,6 +90,32 @@ pub struct DatapathArgs {
     pub reps: Option<usize>,
 }
 
+/// In a debug xtask: builds skiff and xtask in release, runs `xtask bench WHICH` from there and
+/// returns true (the benchmark ran); in the release xtask: false (run it here).
+pub fn handed_to_release(root: &Path, which: &str, quick: bool) -> anyhow::Result<bool> {
+    use anyhow::{Context as _, bail};
+    if !cfg!(debug_assertions) {
+        return Ok(false);
+    }
+    crate::step(
+        "cargo build --release -p skiff -p xtask",
+        crate::cargo().args(["build", "--release", "-p", "skiff", "-p", "xtask"]),
+    )?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    let mut cmd = std::process::Command::new(target.join("release/xtask"));
+    cmd.args(["bench", which, "--setup-done"])
+        .env("CARGO_MANIFEST_DIR", root.join("xtask"));
+    if quick {
+        cmd.arg("--quick");
+    }
+    let status = cmd.status().context("running the release xtask")?;
+    if !status.success() {
+        bail!("bench {which} failed ({status})");
+    }
+    Ok(true)
+}
+
 /// Runs the benchmark named by `args`, from the workspace root.
 #[cfg(feature = "bench")]
 pub fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {

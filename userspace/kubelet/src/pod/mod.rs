@@ -4,6 +4,7 @@ pub mod auth;
 pub mod env;
 pub mod plan;
 pub mod probe;
+pub mod relist;
 pub mod spec;
 pub mod status;
 pub mod worker;
@@ -40,6 +41,22 @@ pub async fn run<R: Runtime>(shared: Arc<Shared<R>>) {
     let mut events = watcher(api, watcher::Config::default().fields(&selector))
         .default_backoff()
         .boxed();
+    let relister = tokio::spawn(
+        relist::run(
+            Arc::clone(&shared.runtime),
+            shared.relist.clone(),
+            shared.config.sync_interval,
+        )
+        .in_current_span(),
+    );
+    // The relister stops with the watch (this function's end).
+    struct AbortOnDrop(JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _relister = AbortOnDrop(relister);
     let mut workers: HashMap<String, Handle> = HashMap::new();
     let mut listed: HashSet<String> = HashSet::new();
     while let Some(event) = events.next().await {

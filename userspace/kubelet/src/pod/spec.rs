@@ -164,12 +164,14 @@ fn pid_mode(pod: &Pod) -> i32 {
 }
 
 /// A container's config. `envs` are resolved already (see `env.rs`); `$(VAR)` references in
-/// the command and args are expanded from them, as the kubelet does.
+/// the command and args are expanded from them, as the kubelet does. `memory_capacity` (the
+/// node's, in bytes) scales a Burstable container's OOM score.
 pub fn container_config(
     pod: &Pod,
     container: &Container,
     attempt: u32,
     envs: &[(String, String)],
+    memory_capacity: u64,
 ) -> cri::ContainerConfig {
     let vars: HashMap<&str, &str> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let expand_all = |v: &Option<Vec<String>>| -> Vec<String> {
@@ -204,7 +206,10 @@ pub fn container_config(
         stdin_once: container.stdin_once.unwrap_or(false),
         tty: container.tty.unwrap_or(false),
         linux: Some(cri::LinuxContainerConfig {
-            resources: Some(linux_resources(container.resources.as_ref())),
+            resources: Some(cri::LinuxContainerResources {
+                oom_score_adj: oom_score_adj(pod, container, memory_capacity),
+                ..linux_resources(container.resources.as_ref())
+            }),
             security_context: Some(cri::LinuxContainerSecurityContext {
                 namespace_options: Some(cri::NamespaceOption {
                     network: if pod
@@ -261,6 +266,27 @@ pub fn linux_resources(resources: Option<&ResourceRequirements>) -> cri::LinuxCo
         cpu_quota: cpu_limit.map_or(0, |c| (milli(c) * CPU_PERIOD_US / 1000).max(1000)),
         memory_limit_in_bytes: memory_limit.map_or(0, |m| m as i64),
         ..Default::default()
+    }
+}
+
+/// The kubelet's OOM score policy: Guaranteed pods are killed last, BestEffort first,
+/// Burstable in between by the share of the node's memory they request.
+pub fn oom_score_adj(pod: &Pod, container: &Container, memory_capacity: u64) -> i64 {
+    match qos_class(pod) {
+        "Guaranteed" => -997,
+        "BestEffort" => 1000,
+        _ => {
+            let request = container
+                .resources
+                .as_ref()
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get("memory"))
+                .and_then(|q| parse_quantity(&q.0))
+                .unwrap_or(0.0);
+            let capacity = memory_capacity.max(1) as f64;
+            let score = 1000 - (1000.0 * request / capacity) as i64;
+            score.clamp(3, 999)
+        }
     }
 }
 
@@ -486,7 +512,7 @@ mod tests {
             "workingDir": "/work",
         }))
         .unwrap();
-        let cfg = container_config(&pod, &c, 3, &[("GREETING".into(), "hi".into())]);
+        let cfg = container_config(&pod, &c, 3, &[("GREETING".into(), "hi".into())], 1 << 30);
         assert_eq!(cfg.args, ["echo hi $(UNSET)"]);
         assert_eq!(cfg.command, ["sh", "-c"]);
         assert_eq!(cfg.working_dir, "/work");
@@ -539,6 +565,31 @@ mod tests {
             "Burstable"
         );
         assert_eq!(with(&[("memory", "1Gi")], &[]), "Burstable");
+    }
+
+    #[test]
+    fn oom_scores_follow_qos() {
+        let pod_with = |resources: serde_json::Value| -> (Pod, Container) {
+            let pod: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": { "name": "p" },
+                "spec": { "containers": [{ "name": "c", "resources": resources }] }
+            }))
+            .unwrap();
+            let c = pod.spec.as_ref().unwrap().containers[0].clone();
+            (pod, c)
+        };
+        let gib = 1 << 30;
+        let (p, c) = pod_with(serde_json::json!({}));
+        assert_eq!(oom_score_adj(&p, &c, 4 * gib), 1000);
+        let (p, c) = pod_with(serde_json::json!({ "limits": { "cpu": "1", "memory": "1Gi" } }));
+        assert_eq!(oom_score_adj(&p, &c, 4 * gib), -997);
+        // A quarter of the node's memory requested: 1000 - 250.
+        let (p, c) = pod_with(serde_json::json!({ "requests": { "memory": "1Gi" } }));
+        assert_eq!(oom_score_adj(&p, &c, 4 * gib), 750);
+        let (p, c) = pod_with(serde_json::json!({ "requests": { "memory": "8Gi" } }));
+        assert_eq!(oom_score_adj(&p, &c, 4 * gib), 3);
+        let (p, c) = pod_with(serde_json::json!({ "requests": { "cpu": "100m" } }));
+        assert_eq!(oom_score_adj(&p, &c, 4 * gib), 999);
     }
 
     #[test]

@@ -15,15 +15,24 @@ use k8s_openapi::{
 use super::plan::{Observed, Waiting, exited, progress, running};
 use crate::runtime::cri;
 
+/// What the probes say about a running container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probed {
+    /// The startup probe passed (or there is none).
+    pub started: bool,
+    /// Started, and the readiness probe passes (or there is none).
+    pub ready: bool,
+}
+
 /// What status needs beyond the pod and the runtime's view.
 #[derive(Debug, Clone)]
 pub struct Context<'a> {
     pub host_ip: String,
     /// Prefix of container ids (`containerd` gives `containerd://ID`).
     pub runtime_name: &'a str,
-    /// Readiness by container name from readiness probes; absent means no probe (ready when
+    /// Probe verdicts by container name; absent means no probes (started and ready when
     /// running).
-    pub readiness: &'a HashMap<String, bool>,
+    pub readiness: &'a HashMap<String, Probed>,
     pub now: Timestamp,
 }
 
@@ -110,14 +119,18 @@ fn container_status(
         (None, None) => (waiting(default_waiting, None), None),
     };
     let is_running = latest.is_some_and(running) && state.running.is_some();
-    let ready = is_running && ctx.readiness.get(&c.name).copied().unwrap_or(true);
+    let probed = ctx.readiness.get(&c.name).copied().unwrap_or(Probed {
+        started: true,
+        ready: true,
+    });
+    let ready = is_running && probed.ready;
     ContainerStatus {
         name: c.name.clone(),
         image: c.image.clone().unwrap_or_default(),
         image_id: latest.map(|l| l.image_ref.clone()).unwrap_or_default(),
         container_id: latest.map(|l| format!("{}://{}", ctx.runtime_name, l.id)),
         ready,
-        started: Some(is_running),
+        started: Some(is_running && probed.started),
         restart_count,
         state: Some(state),
         last_state: Some(last_state.unwrap_or_default()),
@@ -293,7 +306,7 @@ mod tests {
         obs
     }
 
-    fn ctx(readiness: &HashMap<String, bool>) -> Context<'_> {
+    fn ctx(readiness: &HashMap<String, Probed>) -> Context<'_> {
         Context {
             host_ip: "192.0.2.10".into(),
             runtime_name: "containerd",
@@ -420,7 +433,13 @@ mod tests {
 
     #[test]
     fn readiness_probe_failure_makes_the_pod_not_ready_and_transition_times_stick() {
-        let r = HashMap::from([("app".to_owned(), false)]);
+        let r = HashMap::from([(
+            "app".to_owned(),
+            Probed {
+                started: true,
+                ready: false,
+            },
+        )]);
         let mut p = pod(&[], &["app"], "Always");
         let obs = observed(vec![status("app", 0, Running, 0, 0)]);
         let s = compute(&p, &obs, &Waiting::new(), &ctx(&r));

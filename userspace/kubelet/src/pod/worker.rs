@@ -38,6 +38,10 @@ pub struct Shared<R> {
     pub host_ip: watch::Receiver<String>,
     /// Container id prefix (`containerd`).
     pub runtime_name: String,
+    /// The node's memory, in bytes (OOM scores).
+    pub memory_capacity: u64,
+    /// Wakes a pod's worker when the relist sees its containers change.
+    pub relist: super::relist::Subscribers,
 }
 
 /// Errors of one sync; the worker logs them and tries again.
@@ -174,7 +178,7 @@ pub struct Worker<R> {
     uid: Option<String>,
     /// Containers whose last start failed, with the waiting reason to show.
     failures: Waiting,
-    readiness: HashMap<String, bool>,
+    readiness: HashMap<String, status::Probed>,
     cache: RuntimeCache,
     written: Option<PodStatus>,
     probes: Probes,
@@ -207,7 +211,14 @@ impl<R: Runtime> Worker<R> {
 
     /// Runs until the pod is gone: `pods` carries each new version, `None` once the API
     /// object is gone.
-    pub async fn run(mut self, mut pods: watch::Receiver<Option<Arc<Pod>>>) {
+    pub async fn run(mut self, pods: watch::Receiver<Option<Arc<Pod>>>) {
+        self.run_loop(pods).await;
+        if let Some(uid) = &self.uid {
+            self.shared.relist.unsubscribe(uid);
+        }
+    }
+
+    async fn run_loop(&mut self, mut pods: watch::Receiver<Option<Arc<Pod>>>) {
         loop {
             let pod = pods.borrow_and_update().clone();
             if let Some(p) = &pod {
@@ -239,9 +250,14 @@ impl<R: Runtime> Worker<R> {
                 }
             };
             let probes = Arc::clone(&self.probes.changed);
+            let relisted = self
+                .shared
+                .relist
+                .subscribe(self.uid.as_deref().unwrap_or_default());
             tokio::select! {
                 changed = pods.changed() => if changed.is_err() { return },
                 () = probes.notified() => {}
+                () = relisted.notified() => {}
                 () = tokio::time::sleep(next) => {}
             }
         }
@@ -251,7 +267,7 @@ impl<R: Runtime> Worker<R> {
     pub async fn sync(&mut self, pod: &Pod) -> Result<Duration, SyncError> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let rt = Arc::clone(&self.shared.runtime);
-        let mut requeue = self.shared.config.sync_interval;
+        let mut requeue = self.shared.config.resync_interval;
         let mut obs = observe(&*rt, &uid, &mut self.cache).await?;
         // Runs that failed their liveness (or startup) probe are stopped; the plan restarts
         // them per restartPolicy.
@@ -304,10 +320,30 @@ impl<R: Runtime> Worker<R> {
         self.probes.reconcile(&rt, &pod_ip, &runs);
         self.readiness = runs
             .iter()
-            .map(|(c, id)| (c.name.clone(), self.probes.ready(c, id)))
+            .map(|(c, id)| {
+                (
+                    c.name.clone(),
+                    status::Probed {
+                        started: self.probes.started(c, id),
+                        ready: self.probes.ready(c, id),
+                    },
+                )
+            })
             .collect();
         if let Some(r) = plan.requeue {
             requeue = requeue.min(r);
+        }
+        // Containers that could not start are retried: after their pull back-off, or on the
+        // next relist period (a missing ConfigMap may appear any time).
+        for name in self.failures.keys() {
+            let retry = match self.pull_failed.get(name) {
+                Some(&at) => self
+                    .pull_backoff
+                    .remaining(name, at, now_nanos())
+                    .unwrap_or_default(),
+                None => self.shared.config.sync_interval,
+            };
+            requeue = requeue.min(retry.max(self.shared.config.sync_interval));
         }
         let mut waiting = plan.waiting;
         for (name, reason) in &self.failures {
@@ -446,7 +482,8 @@ impl<R: Runtime> Worker<R> {
         let envs = env::resolve(&self.shared.client, pod, container, &placement)
             .await
             .map_err(|e| Start::Waiting("CreateContainerConfigError".into(), e.to_string()))?;
-        let config = spec::container_config(pod, container, attempt, &envs);
+        let config =
+            spec::container_config(pod, container, attempt, &envs, self.shared.memory_capacity);
         let id = rt
             .create_container(&sandbox.id, config, sandbox_config)
             .await
@@ -465,9 +502,14 @@ impl<R: Runtime> Worker<R> {
                 warn!(container = %old.id, error = %e, "removing an old container");
             }
         }
-        rt.start_container(&id)
-            .await
-            .map_err(|e| Start::Waiting("RunContainerError".into(), e.to_string()))?;
+        if let Err(e) = rt.start_container(&id).await {
+            // A container left in Created would look in progress forever: remove it so the
+            // next pass tries again.
+            if let Err(e) = rt.remove_container(&id).await {
+                warn!(container = %id, error = %e, "removing a container that failed to start");
+            }
+            return Err(Start::Waiting("RunContainerError".into(), e.to_string()));
+        }
         info!(pod = key(pod), container = %container.name, attempt, "container started");
         Ok(())
     }
