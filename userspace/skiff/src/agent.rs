@@ -188,6 +188,11 @@ async fn agent(args: &AgentArgs, node_name: String) -> anyhow::Result<()> {
                 .await??;
         }
         let status = crate::node::install_cni(&args.data_dir, &args.bpffs)?;
+        tokio::spawn(crate::routes::run(
+            client.clone(),
+            node_name.clone(),
+            args.netns.clone(),
+        ));
         // Finishes once the CIDR is known: not one of the tasks whose end stops the agent.
         tokio::spawn(crate::node::follow_pod_cidr(
             client.clone(),

@@ -2322,7 +2322,10 @@ fn only_node_or_reference_changes_affect_the_node_graph() {
     assert!(NodeGraph::affected_by(None, &bound), "a new pod");
     let mut running = bound.clone();
     running["status"] = json!({"phase": "Running", "podIP": "10.244.0.5"});
-    assert!(!NodeGraph::affected_by(Some(&bound), &running), "a status update");
+    assert!(
+        !NodeGraph::affected_by(Some(&bound), &running),
+        "a status update"
+    );
     let moved = pod("default", "p", "n2", spec);
     assert!(NodeGraph::affected_by(Some(&bound), &moved), "another node");
     let other_ref = pod(
@@ -2331,5 +2334,8 @@ fn only_node_or_reference_changes_affect_the_node_graph() {
         "n1",
         json!({"containers": [{"name": "c", "envFrom": [{"secretRef": {"name": "t"}}]}]}),
     );
-    assert!(NodeGraph::affected_by(Some(&bound), &other_ref), "another secret");
+    assert!(
+        NodeGraph::affected_by(Some(&bound), &other_ref),
+        "another secret"
+    );
 }

@@ -1,0 +1,272 @@
+//! Two nodes, each a `skiff agent` with its own network namespace, cgroup, bpffs directory and
+//! containerd, joined to one real `skiff server` with bootstrap tokens and linked by a veth pair
+//! (direct routing between their pod CIDRs): a Deployment spread over both nodes is reached
+//! through its ClusterIP from either node, every pod answering.
+
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use common::{ControlPlane, eventually};
+use skiff_test_support::{BpffsDir, Cgroup, ChildGuard, NetNs, veth_pair};
+
+struct Node {
+    ns: NetNs,
+    cgroup: Cgroup,
+    pins: BpffsDir,
+    agent: Option<ChildGuard>,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // The agent stops its containerd; what it ran (shims, pods) dies with the cgroups, and
+        // containerd's mounts under the data dir go before the directory does.
+        drop(self.agent.take());
+        let name = self
+            .cgroup
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let root = h.path().join(&name);
+            let mut dirs = Vec::new();
+            let mut stack = vec![root];
+            while let Some(d) = stack.pop() {
+                if !d.is_dir() {
+                    continue;
+                }
+                for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                    stack.push(e.path());
+                }
+                dirs.push(d);
+            }
+            dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+            for d in dirs {
+                for pid in std::fs::read_to_string(d.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .lines()
+                {
+                    if let Ok(pid) = pid.trim().parse() {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+                for _ in 0..50 {
+                    if std::fs::remove_dir(&d).is_ok() || !d.exists() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        let prefix = self.dir.display().to_string();
+        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+            .filter(|m| m.starts_with(&prefix))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+        let _ = std::fs::remove_dir_all(self.pins.path());
+    }
+}
+
+fn token(cp: &ControlPlane) -> String {
+    let out = Command::new(common::skiff_bin())
+        .args(["token", "create", "--server", &cp.server_url()])
+        .arg("--data-dir")
+        .arg(&cp.dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn start_agent(cp: &ControlPlane, node: &mut Node, name: &str, ip: &str) {
+    let log = cp.dir.join(format!("{name}.log"));
+    let mut cmd = Command::new(common::skiff_bin());
+    cmd.args([
+        "agent",
+        "--server",
+        &cp.server_url(),
+        "--node-name",
+        name,
+        "--node-ip",
+        ip,
+    ])
+    .args(["--token", &token(cp)])
+    .arg("--ca-file")
+    .arg(cp.dir.join("tls/ca.crt"))
+    .arg("--data-dir")
+    .arg(&node.dir)
+    .arg("--netns")
+    .arg(node.ns.path())
+    .arg("--cgroup")
+    .arg(node.cgroup.path())
+    .arg("--bpffs")
+    .arg(node.pins.path())
+    .args([
+        "--resolv-conf",
+        &cp.file("resolv.conf", "nameserver 127.0.0.1\n"),
+    ])
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap());
+    node.agent = Some(ChildGuard::spawn(cmd, format!("skiff agent {name}")));
+    eventually(
+        &format!("{name}'s kubelet"),
+        Duration::from_secs(90),
+        || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(
+                node.agent
+                    .as_mut()
+                    .unwrap()
+                    .child()
+                    .try_wait()
+                    .unwrap()
+                    .is_none(),
+                "agent {name} exited:\n{text}"
+            );
+            text.contains("kubelet started").then_some(())
+        },
+    );
+}
+
+#[test]
+#[ignore = "needs root: run by cargo xtask test"]
+fn a_service_spans_pods_on_two_nodes() {
+    let cp = ControlPlane::start_secure();
+    let mut nodes: Vec<Node> = (1..=2)
+        .map(|i| Node {
+            ns: NetNs::new(&format!("n{i}")),
+            cgroup: Cgroup::new(&format!("n{i}")),
+            pins: BpffsDir::new(&format!("n{i}")),
+            agent: None,
+            dir: cp.dir.join(format!("node{i}")),
+        })
+        .collect();
+    veth_pair(&nodes[0].ns, "198.18.0.1/24", &nodes[1].ns, "198.18.0.2/24");
+    for (i, node) in nodes.iter_mut().enumerate() {
+        start_agent(
+            &cp,
+            node,
+            &format!("n{}", i + 1),
+            &format!("198.18.0.{}", i + 1),
+        );
+    }
+    eventually("two Ready nodes", Duration::from_secs(60), || {
+        let out = cp.ok(&["get", "nodes", "--no-headers"]);
+        (out.lines().filter(|l| l.contains(" Ready ")).count() == 2).then_some(())
+    });
+    let image = skiff_kubelet::image::build_busybox(
+        &cp.dir,
+        "busybox",
+        "docker.io/library/busybox:1.35",
+        &[],
+    )
+    .expect("building a busybox image");
+    for node in &nodes {
+        let load = Command::new(common::skiff_bin())
+            .args(["image", "load"])
+            .arg(&image)
+            .arg("--data-dir")
+            .arg(&node.dir)
+            .output()
+            .unwrap();
+        assert!(
+            load.status.success(),
+            "{}",
+            String::from_utf8_lossy(&load.stderr)
+        );
+    }
+    cp.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=docker.io/library/busybox:1.35",
+        "--replicas=4",
+        "--",
+        "/bin/sh",
+        "-c",
+        "while true; do hostname | nc -l -p 8080; done",
+    ]);
+    cp.ok(&[
+        "expose",
+        "deployment",
+        "web",
+        "--port=80",
+        "--target-port=8080",
+    ]);
+    let pods = eventually(
+        "4 running pods on both nodes",
+        Duration::from_secs(90),
+        || {
+            let pods = cp.json(&["get", "pods", "-l", "app=web"]);
+            let running: Vec<(String, String)> = pods["items"]
+                .as_array()?
+                .iter()
+                .filter(|p| p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string())
+                .map(|p| {
+                    (
+                        p["metadata"]["name"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                        p["spec"]["nodeName"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    )
+                })
+                .collect();
+            (running.len() == 4).then_some(running)
+        },
+    );
+    let on: BTreeSet<&str> = pods.iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(on.len(), 2, "the scheduler spreads the pods: {pods:?}");
+    let names: BTreeSet<String> = pods.iter().map(|(n, _)| n.clone()).collect();
+    let vip = cp.ok(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    for node in &nodes {
+        let ask = || {
+            let out = Command::new("nsenter")
+                .arg(format!("--net={}", node.ns.path().display()))
+                .args(["sh", "-c"])
+                .arg(format!(
+                    "echo $$ > {}/cgroup.procs && exec busybox nc -w 2 {} 80 </dev/null",
+                    node.cgroup.path().display(),
+                    vip.trim()
+                ))
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        let mut answered = BTreeSet::new();
+        eventually(
+            "every pod answering from this node",
+            Duration::from_secs(60),
+            || {
+                let who = ask();
+                if !who.is_empty() {
+                    answered.insert(who);
+                }
+                (answered == names).then_some(())
+            },
+        );
+    }
+}
