@@ -47,18 +47,7 @@ endpoints:
 fn agent_joins_and_serves_services_and_dns_on_its_node() {
     let cp = ControlPlane::start_secure();
     let url = cp.server_url();
-    let out = Command::new(common::skiff_bin())
-        .args(["token", "create", "--server", &url])
-        .arg("--data-dir")
-        .arg(&cp.dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let token = cp.skiff_token(&["create"]);
 
     let lab = Lab::new(2);
     let resolv = cp.file("resolv.conf", "nameserver 127.0.0.1\n");

@@ -1109,20 +1109,7 @@ struct UnmountUnder(PathBuf);
 
 impl Drop for UnmountUnder {
     fn drop(&mut self) {
-        let prefix = self.0.display().to_string();
-        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-            .filter(|m| m.starts_with(&prefix))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = std::process::Command::new("umount")
-                .args(["-l", &m])
-                .stderr(Stdio::null())
-                .status();
-        }
+        skiff_kubelet::cleanup::unmount_under(&self.0);
     }
 }
 
@@ -1149,38 +1136,7 @@ impl SandboxCgroups {
 
 impl Drop for SandboxCgroups {
     fn drop(&mut self) {
-        for pid in self.pids() {
-            let _ = std::process::Command::new("kill")
-                .args(["-9", &pid])
-                .status();
-        }
-        for h in std::fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let root = h.path().join(self.0.trim_start_matches('/'));
-            let mut dirs = Vec::new();
-            let mut stack = vec![root];
-            while let Some(d) = stack.pop() {
-                if !d.is_dir() {
-                    continue;
-                }
-                for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                    stack.push(e.path());
-                }
-                dirs.push(d);
-            }
-            dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-            for d in dirs {
-                for _ in 0..50 {
-                    if std::fs::remove_dir(&d).is_ok() || !d.exists() {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-        }
+        skiff_kubelet::cleanup::remove_cgroup_trees(&self.0);
     }
 }
 

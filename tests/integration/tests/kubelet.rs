@@ -13,7 +13,7 @@ use std::{
     collections::HashMap,
     fs,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -22,10 +22,6 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{
     Api, Client, Config,
     api::{DeleteParams, PostParams},
-};
-use nix::{
-    sys::signal::{Signal, kill},
-    unistd::Pid,
 };
 use skiff_apiserver::testing::LocalServer;
 use skiff_kubelet::{CriRuntime, KubeletConfig, Runtime as _, cri};
@@ -47,20 +43,7 @@ struct UnmountUnder(PathBuf);
 
 impl Drop for UnmountUnder {
     fn drop(&mut self) {
-        let prefix = self.0.display().to_string();
-        let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-            .filter(|m| m.starts_with(&prefix))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = Command::new("umount")
-                .args(["-l", &m])
-                .stderr(Stdio::null())
-                .status();
-        }
+        skiff_kubelet::cleanup::unmount_under(&self.0);
     }
 }
 
@@ -70,42 +53,7 @@ struct PodCgroups(String);
 
 impl Drop for PodCgroups {
     fn drop(&mut self) {
-        let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") else {
-            return;
-        };
-        for h in hierarchies.flatten() {
-            let root = h.path().join(self.0.trim_start_matches('/'));
-            if !root.is_dir() {
-                continue;
-            }
-            let mut dirs = Vec::new();
-            let mut stack = vec![root];
-            while let Some(d) = stack.pop() {
-                for e in fs::read_dir(&d).into_iter().flatten().flatten() {
-                    if e.path().is_dir() {
-                        stack.push(e.path());
-                    }
-                }
-                dirs.push(d);
-            }
-            dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-            for d in dirs {
-                for pid in fs::read_to_string(d.join("cgroup.procs"))
-                    .unwrap_or_default()
-                    .lines()
-                {
-                    if let Ok(pid) = pid.trim().parse() {
-                        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                    }
-                }
-                for _ in 0..50 {
-                    if fs::remove_dir(&d).is_ok() || !d.exists() {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-        }
+        skiff_kubelet::cleanup::remove_cgroup_trees(&self.0);
     }
 }
 

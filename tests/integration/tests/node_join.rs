@@ -95,26 +95,7 @@ fn whoami(cp: &ControlPlane, kubeconfig: &str) -> String {
 #[ignore = "needs root: run by cargo xtask test"]
 fn nodes_join_with_a_bootstrap_token_and_csrs_follow_approval() {
     let cp = ControlPlane::start_secure();
-    let url = cp.server_url();
-    let out = Command::new(common::skiff_bin())
-        .args([
-            "token",
-            "create",
-            "--server",
-            &url,
-            "--groups",
-            "system:bootstrappers:workers",
-        ])
-        .arg("--data-dir")
-        .arg(&cp.dir)
-        .output()
-        .expect("running skiff token create");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let token = cp.skiff_token(&["create", "--groups", "system:bootstrappers:workers"]);
 
     // The joining node: its own key, a request for system:node:n1 in system:nodes.
     let (key, pem) = request(&cp, "n1", "/O=system:nodes/CN=system:node:n1");
@@ -233,23 +214,7 @@ fn nodes_join_with_a_bootstrap_token_and_csrs_follow_approval() {
     );
 
     // The token is listed, and once deleted no longer lets anyone in.
-    let skiff_token = |args: &[&str]| {
-        let out = Command::new(common::skiff_bin())
-            .arg("token")
-            .args(args)
-            .args(["--server", &url])
-            .arg("--data-dir")
-            .arg(&cp.dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "skiff token {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let list = skiff_token(&["list"]);
+    let list = cp.skiff_token(&["list"]);
     assert!(list.starts_with("TOKEN"), "{list}");
     assert!(
         list.lines()
@@ -257,8 +222,8 @@ fn nodes_join_with_a_bootstrap_token_and_csrs_follow_approval() {
         "{list}"
     );
     let id = token.split('.').next().unwrap();
-    assert!(skiff_token(&["delete", id]).contains("deleted"));
-    assert!(!skiff_token(&["list"]).contains(&token));
+    assert!(cp.skiff_token(&["delete", id]).contains("deleted"));
+    assert!(!cp.skiff_token(&["list"]).contains(&token));
     assert!(
         cp.fails(&["auth", "whoami", "--token", &token])
             .contains("Unauthorized")

@@ -34,68 +34,10 @@ impl Drop for Node {
             .unwrap()
             .to_string_lossy()
             .into_owned();
-        for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-            let root = h.path().join(&name);
-            let mut dirs = Vec::new();
-            let mut stack = vec![root];
-            while let Some(d) = stack.pop() {
-                if !d.is_dir() {
-                    continue;
-                }
-                for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                    stack.push(e.path());
-                }
-                dirs.push(d);
-            }
-            dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-            for d in dirs {
-                for pid in std::fs::read_to_string(d.join("cgroup.procs"))
-                    .unwrap_or_default()
-                    .lines()
-                {
-                    if let Ok(pid) = pid.trim().parse() {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(pid),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
-                    }
-                }
-                for _ in 0..50 {
-                    if std::fs::remove_dir(&d).is_ok() || !d.exists() {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-        }
-        let prefix = self.dir.display().to_string();
-        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-            .filter(|m| m.starts_with(&prefix))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
-        }
+        skiff_kubelet::cleanup::remove_cgroup_trees(&name);
+        skiff_kubelet::cleanup::unmount_under(&self.dir);
         let _ = std::fs::remove_dir_all(self.pins.path());
     }
-}
-
-fn token(cp: &ControlPlane) -> String {
-    let out = Command::new(common::skiff_bin())
-        .args(["token", "create", "--server", &cp.server_url()])
-        .arg("--data-dir")
-        .arg(&cp.dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 fn start_agent(cp: &ControlPlane, node: &mut Node, name: &str, ip: &str) {
@@ -110,7 +52,7 @@ fn start_agent(cp: &ControlPlane, node: &mut Node, name: &str, ip: &str) {
         "--node-ip",
         ip,
     ])
-    .args(["--token", &token(cp)])
+    .args(["--token", &cp.skiff_token(&["create"])])
     .arg("--ca-file")
     .arg(cp.dir.join("tls/ca.crt"))
     .arg("--data-dir")

@@ -2,6 +2,7 @@
 //! bound to it through CRI (containerd), writing their status back.
 #![forbid(unsafe_code)]
 
+pub mod cleanup;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
 pub mod image;

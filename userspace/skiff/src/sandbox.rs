@@ -70,75 +70,17 @@ impl Drop for Sandbox {
         if self.cgroup.is_some() {
             // The sandbox is going away: whatever still runs in it (containerd's shims, the
             // pods) goes with it, in every hierarchy runc made the pods' cgroups in.
-            remove_cgroup_trees(&self.name);
+            skiff_kubelet::cleanup::remove_cgroup_trees(&self.name);
         }
         if let Some(data_dir) = &self.data_dir {
-            unmount_under(data_dir);
+            for m in skiff_kubelet::cleanup::unmount_under(data_dir) {
+                warn!(mount = %m, "unmounting what the node's containerd left");
+            }
         }
         if self.netns
             && let Err(e) = ip(&["netns", "del", &self.name])
         {
             warn!(error = %e, "removing the sandbox network namespace");
-        }
-    }
-}
-
-/// Kills every process in `/sys/fs/cgroup/*/NAME` and below, and removes those directories,
-/// deepest first (on hybrid machines runc makes pod cgroups in each v1 hierarchy too).
-fn remove_cgroup_trees(name: &str) {
-    let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") else {
-        return;
-    };
-    for h in hierarchies.flatten() {
-        let root = h.path().join(name);
-        if !root.is_dir() {
-            continue;
-        }
-        let mut dirs = Vec::new();
-        let mut stack = vec![root];
-        while let Some(d) = stack.pop() {
-            for e in fs::read_dir(&d).into_iter().flatten().flatten() {
-                if e.path().is_dir() {
-                    stack.push(e.path());
-                }
-            }
-            dirs.push(d);
-        }
-        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-        for d in dirs {
-            for pid in fs::read_to_string(d.join("cgroup.procs"))
-                .unwrap_or_default()
-                .lines()
-            {
-                if let Ok(pid) = pid.trim().parse() {
-                    let _ =
-                        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
-                }
-            }
-            for _ in 0..100 {
-                if fs::remove_dir(&d).is_ok() || !d.exists() {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-        }
-    }
-}
-
-/// Lazily unmounts whatever containerd left mounted under `dir` (container root filesystems,
-/// sandbox shm, network namespace files), deepest first.
-fn unmount_under(dir: &Path) {
-    let prefix = dir.display().to_string();
-    let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-        .filter(|m| m.starts_with(&prefix))
-        .collect();
-    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-    for m in mounts {
-        if let Err(e) = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH) {
-            warn!(error = %e, mount = %m, "unmounting what the node's containerd left");
         }
     }
 }

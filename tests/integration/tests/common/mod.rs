@@ -428,6 +428,25 @@ impl ControlPlane {
         serde_json::from_str(&self.ok(&all)).expect("kubectl printed JSON")
     }
 
+    /// `skiff token ARGS` against this cluster as its admin; returns stdout (panics with
+    /// stderr when it fails).
+    pub fn skiff_token(&self, args: &[&str]) -> String {
+        let out = Command::new(skiff_bin())
+            .arg("token")
+            .args(args)
+            .args(["--server", &self.server_url()])
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .output()
+            .expect("running skiff token");
+        assert!(
+            out.status.success(),
+            "skiff token {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     /// Writes a file into the cluster's directory and returns its path.
     pub fn file(&self, name: &str, content: &str) -> String {
         let path = self.dir.join(name);
