@@ -172,9 +172,20 @@ fn upstream_answer(raw: &[u8], udp: bool) -> Vec<u8> {
 }
 
 async fn fake_upstream() -> FakeUpstream {
-    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = udp.local_addr().unwrap();
-    let tcp = TcpListener::bind(addr).await.unwrap();
+    // The same port for UDP and TCP: an ephemeral UDP port may be taken on the TCP side (by
+    // any outgoing connection), so try again until both binds succeed.
+    let mut attempt = 0;
+    let (udp, addr, tcp) = loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = udp.local_addr().unwrap();
+        match TcpListener::bind(addr).await {
+            Ok(tcp) => break (udp, addr, tcp),
+            Err(e) => {
+                attempt += 1;
+                assert!(attempt < 20, "no port free for both UDP and TCP: {e}");
+            }
+        }
+    };
     let queries = Arc::new(AtomicUsize::new(0));
     let udp_count = Arc::clone(&queries);
     let tcp_count = Arc::clone(&queries);
