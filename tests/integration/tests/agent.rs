@@ -67,6 +67,9 @@ fn agent_joins_and_serves_services_and_dns_on_its_node() {
             .arg("--bpffs")
             .arg(lab.pins.path())
             .args(["--resolv-conf", &resolv])
+            // What this test checks needs no pods (up.rs and two_nodes.rs run them); without a
+            // kubelet the agent starts no containerd that its SIGKILL below would leave behind.
+            .arg("--no-kubelet")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         if let Some(token) = token {

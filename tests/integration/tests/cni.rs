@@ -1060,48 +1060,8 @@ const PAUSE: &str = "registry.local/pause:1";
 
 /// An OCI archive of a busybox-static image whose entrypoint is `entrypoint`.
 fn build_pause_image(work: &Path) -> PathBuf {
-    let run = |program: &str, args: &[&str]| {
-        skiff_test_support::run(program, args);
-    };
-    let layout = work.join("oci-pause");
-    let bundle = work.join("bundle-pause");
-    let l = layout.display().to_string();
-    let image = format!("{l}:1");
-    let b = bundle.display().to_string();
-    run("umoci", &["init", "--layout", &l]);
-    run("umoci", &["new", "--image", &image]);
-    run("umoci", &["unpack", "--image", &image, &b]);
-    let rootfs = bundle.join("rootfs");
-    for d in ["bin", "etc", "proc", "sys", "dev", "tmp"] {
-        std::fs::create_dir_all(rootfs.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    std::os::unix::fs::symlink("busybox", rootfs.join("bin/sleep")).unwrap();
-    run("umoci", &["repack", "--image", &image, &b]);
-    run(
-        "umoci",
-        &[
-            "config",
-            "--image",
-            &image,
-            "--os",
-            "linux",
-            "--architecture",
-            "amd64",
-            "--config.entrypoint=/bin/sleep",
-            "--config.cmd=2147483647",
-        ],
-    );
-    let archive = work.join("pause.tar");
-    run(
-        "skopeo",
-        &[
-            "copy",
-            &format!("oci:{image}"),
-            &format!("oci-archive:{}:{PAUSE}", archive.display()),
-        ],
-    );
-    archive
+    skiff_kubelet::image::build_busybox(work, "pause", PAUSE, &["/bin/sleep", "2147483647"])
+        .expect("building the pause image")
 }
 
 /// Unmounts what containerd left mounted under a directory (sandbox shm, netns files).
@@ -1179,39 +1139,19 @@ fn containerd_sandboxes_get_their_network_from_skiff_cni() {
     let sandbox_root = format!("/{}", unique_name("cctdpods"));
     let sandboxes = SandboxCgroups(sandbox_root.clone());
     let pause = build_pause_image(&work);
-    let w = work.display();
     // One plugin directory: containerd runs its own `loopback` before the configured list.
     let bin_dir = work.join("cni-bin");
     std::fs::create_dir_all(&bin_dir).unwrap();
     std::os::unix::fs::symlink(cni_bin(), bin_dir.join("skiff-cni")).unwrap();
     std::os::unix::fs::symlink("/usr/lib/cni/loopback", bin_dir.join("loopback")).unwrap();
-    let plugin_dir = bin_dir.display().to_string();
-    std::fs::write(
-        work.join("containerd.toml"),
-        format!(
-            r#"version = 2
-root = "{w}/root"
-state = "{w}/state"
-[grpc]
-  address = "{w}/containerd.sock"
-[ttrpc]
-  address = "{w}/containerd.sock.ttrpc"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{PAUSE}"
-  # No CAP_SYS_RESOURCE on these machines: the sandbox's oom_score_adj -998 would fail.
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{plugin_dir}"
-    conf_dir = "{w}/cni-conf"
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-    runtime_type = "io.containerd.runc.v2"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-      Root = "{w}/runc"
-"#
-        ),
-    )
-    .unwrap();
+    let config = skiff_kubelet::containerd::config(&skiff_kubelet::containerd::ContainerdPaths {
+        dir: &work,
+        socket: &work.join("containerd.sock"),
+        cni_bin_dir: &bin_dir,
+        cni_conf_dir: &work.join("cni-conf"),
+        sandbox_image: PAUSE,
+    });
+    std::fs::write(work.join("containerd.toml"), config).unwrap();
     let list = json!({"cniVersion": "1.0.0", "name": "sktnet", "plugins": [node.conf]});
     std::fs::write(work.join("cni-conf/10-skiff.conflist"), list.to_string()).unwrap();
     let log = std::fs::File::create(work.join("containerd.log")).unwrap();
@@ -1308,12 +1248,18 @@ state = "{w}/state"
     let reached: HashSet<&String> = pids
         .iter()
         .flat_map(|pid| {
+            // Only from a namespace other than the machine's own: a pid that went away and was
+            // reused must not make this ping a pod address from the root namespace.
+            let own = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+            let root = std::fs::read_link("/proc/1/ns/net").ok();
+            let foreign = own.is_some() && own != root;
             ips.iter().filter(move |ip| {
-                std::process::Command::new("nsenter")
-                    .arg(format!("--net=/proc/{pid}/ns/net"))
-                    .args(["busybox", "ping", "-c", "1", "-W", "2", ip])
-                    .output()
-                    .is_ok_and(|o| o.status.success())
+                foreign
+                    && std::process::Command::new("nsenter")
+                        .arg(format!("--net=/proc/{pid}/ns/net"))
+                        .args(["busybox", "ping", "-c", "1", "-W", "2", ip])
+                        .output()
+                        .is_ok_and(|o| o.status.success())
             })
         })
         .collect();

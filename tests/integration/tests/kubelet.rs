@@ -58,29 +58,13 @@ impl Drop for PodCgroups {
 }
 
 fn containerd_config(work: &Path) -> PathBuf {
-    let w = work.display();
-    let config = format!(
-        r#"version = 2
-root = "{w}/containerd/root"
-state = "{w}/containerd/state"
-[grpc]
-  address = "{w}/containerd.sock"
-[ttrpc]
-  address = "{w}/containerd.sock.ttrpc"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{PAUSE}"
-  # No CAP_SYS_RESOURCE on these machines: the sandbox's oom_score_adj -998 would fail.
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{w}/cni-conf"
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-    runtime_type = "io.containerd.runc.v2"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-      Root = "{w}/runc"
-"#
-    );
+    let config = skiff_kubelet::containerd::config(&skiff_kubelet::containerd::ContainerdPaths {
+        dir: &work.join("containerd"),
+        socket: &work.join("containerd.sock"),
+        cni_bin_dir: Path::new("/usr/lib/cni"),
+        cni_conf_dir: &work.join("cni-conf"),
+        sandbox_image: PAUSE,
+    });
     let path = work.join("containerd.toml");
     fs::write(&path, config).unwrap();
     fs::create_dir_all(work.join("cni-conf")).unwrap();

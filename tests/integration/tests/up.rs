@@ -36,12 +36,18 @@ fn up_runs_a_sandboxed_cluster_and_cleans_up_on_sigterm() {
         .arg(&dir)
         .stdout(std::fs::File::create(dir.join("up.out")).unwrap())
         .stderr(Stdio::null());
-    let mut up = ChildGuard::spawn(cmd, "skiff up");
+    // When the test fails, `skiff up` gets SIGTERM and removes its sandbox itself; whatever it
+    // could not is removed after it.
+    let mut up = Up {
+        process: ChildGuard::spawn(cmd, "skiff up"),
+        name: name.clone(),
+        dir: dir.clone(),
+    };
     let out = || std::fs::read_to_string(dir.join("up.out")).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(90);
     while !out().contains("Ctrl-C stops skiff") {
         assert!(
-            up.child().try_wait().unwrap().is_none(),
+            up.process.child().try_wait().unwrap().is_none(),
             "skiff up exited:\n{}\n{}",
             out(),
             std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default()
@@ -195,9 +201,9 @@ fn up_runs_a_sandboxed_cluster_and_cleans_up_on_sigterm() {
     let lookup = String::from_utf8_lossy(&lookup.stdout);
     assert!(lookup.contains(cluster_ip.trim()), "{lookup}");
 
-    let pid = nix::unistd::Pid::from_raw(up.id() as i32);
+    let pid = nix::unistd::Pid::from_raw(up.process.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let status = up.wait_timeout(Duration::from_secs(30));
+    let status = up.process.wait_timeout(Duration::from_secs(30));
     assert!(status.success(), "skiff up exited with {status}");
     assert!(
         !Path::new("/run/netns").join(&name).exists(),
@@ -221,4 +227,37 @@ fn up_runs_a_sandboxed_cluster_and_cleans_up_on_sigterm() {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "the API server still listens"
     );
+}
+
+/// `skiff up` and what a failed run could leave: the sandbox's netns, cgroups (in every
+/// hierarchy), pins, and containerd's mounts under the data dir.
+struct Up {
+    process: ChildGuard,
+    name: String,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        // Signalled only while it is our unreaped child: its pid cannot belong to anyone else.
+        if matches!(self.process.child().try_wait(), Ok(None)) {
+            let pid = nix::unistd::Pid::from_raw(self.process.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            // Its own cleanup (agent, containerd, sandbox) takes a few seconds.
+            for _ in 0..300 {
+                if !matches!(self.process.child().try_wait(), Ok(None)) {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+        skiff_kubelet::cleanup::remove_cgroup_trees(&self.name);
+        skiff_kubelet::cleanup::unmount_under(&self.dir);
+        let _ = std::fs::remove_dir_all(Path::new("/sys/fs/bpf").join(&self.name));
+        if Path::new("/run/netns").join(&self.name).exists() {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.name])
+                .status();
+        }
+    }
 }

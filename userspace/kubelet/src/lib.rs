@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cleanup;
+pub mod containerd;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
 pub mod image;

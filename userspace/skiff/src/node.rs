@@ -65,30 +65,13 @@ pub fn start_containerd(
         fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
     let socket = containerd_socket(data_dir);
-    let (d, c) = (dir.display(), cni.display());
-    let config = format!(
-        r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-[grpc]
-  address = "{socket}"
-[ttrpc]
-  address = "{socket}.ttrpc"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{PAUSE_IMAGE}"
-  # Machines without CAP_SYS_RESOURCE cannot give the sandbox oom_score_adj -998.
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{c}/bin"
-    conf_dir = "{c}/net.d"
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-    runtime_type = "io.containerd.runc.v2"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-      Root = "{d}/runc"
-"#,
-        socket = socket.display()
-    );
+    let config = skiff_kubelet::containerd::config(&skiff_kubelet::containerd::ContainerdPaths {
+        dir: &dir,
+        socket: &socket,
+        cni_bin_dir: &cni.join("bin"),
+        cni_conf_dir: &cni.join("net.d"),
+        sandbox_image: PAUSE_IMAGE,
+    });
     let path = dir.join("config.toml");
     fs::write(&path, config).with_context(|| format!("writing {}", path.display()))?;
     let log = fs::File::create(dir.join("containerd.log"))?;
