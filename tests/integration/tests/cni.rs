@@ -784,6 +784,9 @@ struct Podman<'a> {
     conf: PathBuf,
     storage: PathBuf,
     rootfs: PathBuf,
+    /// The containers' cgroup parent, test-owned: podman's default (libpod_parent at the root
+    /// of every hierarchy) would outlive the test.
+    cgroup_parent: String,
 }
 
 impl<'a> Podman<'a> {
@@ -842,18 +845,21 @@ impl<'a> Podman<'a> {
             conf,
             storage,
             rootfs,
+            cgroup_parent: format!("/{}", unique_name("podcg")),
         }
     }
 
     fn run(&self, args: &[&str]) -> std::process::Output {
-        self.node
-            .ns
-            .command("podman")
-            .env("CONTAINERS_CONF", &self.conf)
-            .env("CONTAINERS_STORAGE_CONF", &self.storage)
-            .args(args)
-            .output()
-            .expect("running podman")
+        let mut cmd = self.node.ns.command("podman");
+        cmd.env("CONTAINERS_CONF", &self.conf)
+            .env("CONTAINERS_STORAGE_CONF", &self.storage);
+        match args.split_first() {
+            Some((&"run", rest)) => cmd
+                .args(["run", "--cgroup-parent", &self.cgroup_parent])
+                .args(rest),
+            _ => cmd.args(args),
+        };
+        cmd.output().expect("running podman")
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -872,6 +878,7 @@ impl Drop for Podman<'_> {
     fn drop(&mut self) {
         // Only this test's private storage is affected: its containers, their netns, their DEL.
         let _ = self.run(&["rm", "--all", "--force", "--time", "0"]);
+        skiff_kubelet::cleanup::remove_cgroup_trees(&self.cgroup_parent);
     }
 }
 
