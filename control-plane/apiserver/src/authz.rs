@@ -18,11 +18,40 @@ pub use skiff_api::authz::{Attributes, forbidden_message};
 #[must_use]
 pub fn attributes(method: &Method, path: &str, query: Option<&str>) -> Attributes {
     let watch = query.is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
+    if let Some(m) = crate::metrics::parse(path) {
+        let verb = match (method, m.name.is_some()) {
+            (&Method::GET | &Method::HEAD, true) => "get",
+            (&Method::GET | &Method::HEAD, false) if watch => "watch",
+            (&Method::GET | &Method::HEAD, false) => "list",
+            _ => "unknown",
+        };
+        return Attributes::Resource {
+            verb: verb.into(),
+            group: crate::metrics::GROUP.into(),
+            version: crate::metrics::VERSION.into(),
+            resource: m.plural.into(),
+            subresource: String::new(),
+            namespace: m.namespace.unwrap_or_default(),
+            name: m.name.unwrap_or_default(),
+        };
+    }
     match paths::parse(path.trim_end_matches('/')) {
         Ok(Some(t)) => {
             let verb = match (method, t.name.is_some()) {
                 (&Method::GET | &Method::HEAD, _) if t.watch || (watch && t.name.is_none()) => {
                     "watch"
+                }
+                // A WebSocket exec, attach or port-forward starts with a GET: it needs the
+                // `create` SPDY's POST needs (upstream's AuthorizePodWebsocketUpgradeCreatePermission).
+                (&Method::GET | &Method::HEAD, true)
+                    if t.resource.plural == "pods"
+                        && t.resource.group.is_empty()
+                        && matches!(
+                            t.subresource.as_deref(),
+                            Some("exec" | "attach" | "portforward")
+                        ) =>
+                {
+                    "create"
                 }
                 (&Method::GET | &Method::HEAD, true) => "get",
                 (&Method::GET | &Method::HEAD, false) => "list",

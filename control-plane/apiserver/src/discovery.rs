@@ -34,6 +34,7 @@ pub fn api_group_list() -> Value {
         .iter()
         .filter(|g| !g.name.is_empty())
         .map(group_doc)
+        .chain(std::iter::once(crate::metrics::group_doc()))
         .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
@@ -149,6 +150,8 @@ pub fn aggregated(core: bool, version: &str) -> Value {
                 .collect();
             json!({"metadata": {"name": g.name}, "versions": versions})
         })
+        // The resource metrics API, served by this server rather than an aggregated one.
+        .chain((!core).then(crate::metrics::aggregated_item))
         .collect();
     json!({
         "kind": "APIGroupDiscoveryList",

@@ -31,7 +31,16 @@ use crate::{
 type Api<S> = Arc<ApiServer<S>>;
 
 pub fn router<S: Store>(api: Api<S>) -> Router {
-    Router::new().fallback(dispatch::<S>).with_state(api)
+    Router::new().fallback(entry::<S>).with_state(api)
+}
+
+/// The node-facing subresources and the metrics API take the whole request (streamed bodies,
+/// connection upgrades); everything else goes through [`dispatch`].
+async fn entry<S: Store>(State(api): State<Api<S>>, req: axum::extract::Request) -> Response {
+    if crate::nodeproxy::claims(req.uri().path()) {
+        return crate::nodeproxy::handle(&api, req).await;
+    }
+    axum::handler::Handler::call(dispatch::<S>, req, api).await
 }
 
 /// Query parameters, last value wins (as Go's url.Values.Get takes the first; clients send each once).

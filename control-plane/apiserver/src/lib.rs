@@ -7,6 +7,8 @@
 //!                                      ├─▶ alloc.rs (ClusterIPs, NodePorts as store keys)
 //!                                      ├─▶ watch.rs (one store watch per resource, events encoded once)
 //!                                      └─▶ skiff-store (SQLite | etcd)
+//!  log/exec/attach/portforward/proxy, metrics.k8s.io ─▶ nodeproxy.rs, metrics.rs ─▶ kubelet.rs
+//!                                      (the kubelets' HTTPS API; stream/ translates WebSocket)
 //! ```
 
 mod alloc;
@@ -16,14 +18,18 @@ mod bootstrap;
 mod discovery;
 mod errors;
 mod handlers;
+pub mod kubelet;
 mod lifecycle;
 mod machinery;
+pub mod metrics;
 mod negotiate;
+mod nodeproxy;
 mod objects;
 mod paths;
 pub mod rbac;
 pub mod satoken;
 pub mod serve;
+mod stream;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;
@@ -47,6 +53,9 @@ pub struct Config {
     pub node_port_range: (u16, u16),
     /// How often watches get a BOOKMARK when they asked for bookmarks.
     pub bookmark_interval: Duration,
+    /// How the server reaches kubelets (logs, exec, port-forward, proxy, metrics); `None`:
+    /// those answer 503.
+    pub kubelet: Option<Arc<kubelet::KubeletClient>>,
 }
 
 impl Default for Config {
@@ -56,6 +65,7 @@ impl Default for Config {
             service_cidr: (Ipv4Addr::new(10, 96, 0, 0), 12),
             node_port_range: (30_000, 32_767),
             bookmark_interval: Duration::from_secs(60),
+            kubelet: None,
         }
     }
 }
@@ -136,5 +146,7 @@ pub fn secure_router<S: Store>(api: Arc<ApiServer<S>>, authn: Arc<authn::Authent
         ))
 }
 
+#[cfg(test)]
+mod kubelet_tests;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 //! Per-packet load balancing of north-south traffic (NodePort, externalIPs, LoadBalancer IPs)
 //! at tc ingress: DNAT to the backend, SNAT to the node when the backend is elsewhere, and the
-//! reverse translation of replies, with conntrack so a flow keeps its backend and its NAT port
+//! reverse translation of replies (at ingress for SNATed flows, at egress for flows to this
+//! node's own pods), with conntrack so a flow keeps its backend and its NAT port
 //! for its whole life whatever happens to the backend set.
 
 use aya_ebpf::{
@@ -59,6 +60,51 @@ struct Packet {
     tcp_flags: u8,
 }
 
+/// Rewrites a reply of a tracked flow back to the frontend and the client; returns the new
+/// (source, source port, destination, destination port), or `None` when the packet is no reply.
+#[inline(always)]
+fn reverse_nat(
+    ctx: &TcContext,
+    pkt: &Packet,
+    now: u64,
+) -> Result<Option<(u32, u16, u32, u16)>, i64> {
+    let reply_key = pkt.key(CT_REPLY);
+    let Some(entry) = SKIFF_CT4_V1.get_ptr_mut(&reply_key) else {
+        return Ok(None);
+    };
+    // SAFETY: valid pointer from a successful lookup; concurrent updates of these counters
+    // by another CPU only lose a count.
+    let entry = unsafe { &mut *entry };
+    if entry.expires_ns <= now {
+        return Ok(None);
+    }
+    refresh(entry, pkt, now);
+    let (src, sport, dst, dport) = (
+        entry.frontend_addr,
+        entry.frontend_port,
+        entry.nat_addr,
+        entry.nat_port,
+    );
+    rewrite_src(ctx, pkt, src, sport)?;
+    rewrite_dst(ctx, pkt, dst, dport)?;
+    bump(STAT_TC_REVNAT);
+    Ok(Some((src, sport, dst, dport)))
+}
+
+/// tc egress of the node's interfaces: replies of flows whose backend runs on this node were not
+/// SNATed, so they leave through the node's routing towards the client; here they get the
+/// frontend's address back (the client talks to NODE:NODEPORT, not to the pod).
+pub fn handle_egress(ctx: &TcContext) -> Result<i32, i64> {
+    if u16::from_be(ctx.load::<u16>(12)?) != ETH_P_IP {
+        return Ok(ACT_OK);
+    }
+    let Some(pkt) = parse(ctx)? else {
+        return Ok(ACT_OK);
+    };
+    reverse_nat(ctx, &pkt, lb::now_ns())?;
+    Ok(ACT_OK)
+}
+
 pub fn handle(ctx: &TcContext) -> Result<i32, i64> {
     bump(STAT_TC_PACKETS);
     if u16::from_be(ctx.load::<u16>(12)?) != ETH_P_IP {
@@ -70,24 +116,8 @@ pub fn handle(ctx: &TcContext) -> Result<i32, i64> {
     };
     let now = lb::now_ns();
 
-    let reply_key = pkt.key(CT_REPLY);
-    if let Some(entry) = SKIFF_CT4_V1.get_ptr_mut(&reply_key) {
-        // SAFETY: valid pointer from a successful lookup; concurrent updates of these counters
-        // by another CPU only lose a count.
-        let entry = unsafe { &mut *entry };
-        if entry.expires_ns > now {
-            refresh(entry, &pkt, now);
-            let (src, sport, dst, dport) = (
-                entry.frontend_addr,
-                entry.frontend_port,
-                entry.nat_addr,
-                entry.nat_port,
-            );
-            rewrite_src(ctx, &pkt, src, sport)?;
-            rewrite_dst(ctx, &pkt, dst, dport)?;
-            bump(STAT_TC_REVNAT);
-            return forward(ctx, &pkt, src, dst, sport, dport);
-        }
+    if let Some((src, sport, dst, dport)) = reverse_nat(ctx, &pkt, now)? {
+        return forward(ctx, &pkt, src, dst, sport, dport);
     }
 
     let key = Lb4Key::service(pkt.daddr, pkt.dport, pkt.proto, SCOPE_EXTERNAL);

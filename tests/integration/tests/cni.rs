@@ -1157,6 +1157,7 @@ fn containerd_sandboxes_get_their_network_from_skiff_cni() {
         cni_bin_dir: &bin_dir,
         cni_conf_dir: &work.join("cni-conf"),
         sandbox_image: PAUSE,
+        registry_hosts: None,
     });
     std::fs::write(work.join("containerd.toml"), config).unwrap();
     let list = json!({"cniVersion": "1.0.0", "name": "sktnet", "plugins": [node.conf]});

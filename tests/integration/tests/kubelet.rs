@@ -64,6 +64,7 @@ fn containerd_config(work: &Path) -> PathBuf {
         cni_bin_dir: Path::new("/usr/lib/cni"),
         cni_conf_dir: &work.join("cni-conf"),
         sandbox_image: PAUSE,
+        registry_hosts: None,
     });
     let path = work.join("containerd.toml");
     fs::write(&path, config).unwrap();
@@ -216,6 +217,8 @@ fn kubelet_runs_restarts_and_removes_pods_through_containerd() {
         cgroup_root: pod_cgroup_root.clone(),
         pod_log_dir: work.join("pods"),
         root_dir: work.join("kubelet"),
+        // The in-process API server issues no tokens (the volumes test below uses a real one).
+        service_account_volume: false,
         ..KubeletConfig::default()
     };
     let _log = LogOnPanic(work.join("containerd.log"));
@@ -527,4 +530,268 @@ async fn steps(client: Client, socket: PathBuf, work: &Path, cgroup_root: &str) 
             "{name}'s containers are left: {containers:?}"
         );
     }
+}
+
+/// The claims of a JWT (unverified: the API server's own tests check signatures).
+fn jwt_claims(token: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url claims");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+/// Volumes through a real containerd: a ConfigMap (updated while the pod runs), the service
+/// account volume the kubelet adds (a token bound to the pod), a projected token with an
+/// audience, a Memory emptyDir (tmpfs with its size limit); all removed with the pod.
+///
+/// The control plane is a real `skiff server` (TLS, TokenRequest) on the root namespace's
+/// loopback; the kubelet runs on this thread in the root namespace too (it talks only to that
+/// loopback address and to containerd's socket), containerd and the pods in the node
+/// namespace. No packet goes anywhere else.
+#[test]
+#[ignore = "needs root: run by cargo xtask test"]
+fn kubelet_mounts_configmaps_and_projected_tokens_through_containerd() {
+    require_root();
+    let work = std::env::temp_dir().join(unique_name("kubvol"));
+    fs::create_dir_all(&work).unwrap();
+    let _dir = RemoveOnDrop(work.clone());
+    let node = NetNs::new("kvl");
+    let cgroup = Cgroup::new("kvl");
+    let _mounts = UnmountUnder(work.clone());
+    let cgroup_name = cgroup
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let pod_cgroup_root = format!("/{cgroup_name}/pods");
+    let _pod_cgroups = PodCgroups(cgroup_name);
+    let cp = common::ControlPlane::start_secure();
+
+    let busybox = build_image(&work, "busybox", BUSYBOX, &[]);
+    let pause = build_image(&work, "pause", PAUSE, &["/bin/sleep", "2147483647"]);
+    let config = containerd_config(&work);
+    write_cni_config(&work);
+    let log = fs::File::create(work.join("containerd.log")).unwrap();
+    let mut cmd = node.command_in_cgroup(&cgroup, "containerd");
+    cmd.arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(log);
+    let containerd = ChildGuard::spawn(cmd, "containerd");
+    let socket = work.join("containerd.sock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "containerd did not start: {}",
+            fs::read_to_string(work.join("containerd.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sock = socket.display().to_string();
+    for archive in [&busybox, &pause] {
+        run(
+            "ctr",
+            &[
+                "--address",
+                &sock,
+                "-n",
+                "k8s.io",
+                "images",
+                "import",
+                &archive.display().to_string(),
+            ],
+        );
+    }
+    let kubelet_config = KubeletConfig {
+        node_name: "n1".into(),
+        node_ip: Some("127.0.0.1".parse().unwrap()),
+        runtime_endpoint: socket.clone(),
+        cgroup_root: pod_cgroup_root,
+        pod_log_dir: work.join("pods"),
+        root_dir: work.join("kubelet"),
+        resync_interval: Duration::from_secs(2),
+        cluster_ca: Some(fs::read_to_string(cp.dir.join("tls/ca.crt")).unwrap()),
+        ..KubeletConfig::default()
+    };
+    let ca = kubelet_config.cluster_ca.clone().unwrap();
+    let _log = LogOnPanic(work.join("containerd.log"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&cp.kubeconfig).unwrap();
+        let config = Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        let client = Client::try_from(config).unwrap();
+        let root = kubelet_config.root_dir.clone();
+        let kubelet = tokio::spawn(skiff_kubelet::run(client.clone(), kubelet_config));
+        volume_steps(client, socket, &work, &root, &ca).await;
+        kubelet.abort();
+    });
+    drop(rt);
+    drop(containerd);
+}
+
+async fn volume_steps(client: Client, socket: PathBuf, work: &Path, root: &Path, ca: &str) {
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    let rt = CriRuntime::new(socket);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let cm = |greeting: &str| -> ConfigMap {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "settings" },
+            "data": { "greeting": greeting },
+        }))
+        .unwrap()
+    };
+    cms.create(&PostParams::default(), &cm("hello"))
+        .await
+        .unwrap();
+    let spec: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": "vols", "namespace": "default" },
+        "spec": {
+            "nodeName": "n1",
+            "terminationGracePeriodSeconds": 2,
+            "volumes": [
+                { "name": "cfg", "configMap": { "name": "settings" } },
+                { "name": "vault", "projected": { "sources": [
+                    { "serviceAccountToken": { "audience": "vault", "expirationSeconds": 3600, "path": "token" } },
+                ] } },
+                { "name": "mem", "emptyDir": { "medium": "Memory", "sizeLimit": "1Mi" } },
+            ],
+            "containers": [{
+                "name": "main",
+                "image": BUSYBOX,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", "cat /etc/cfg/greeting; echo; exec sleep 3600"],
+                "volumeMounts": [
+                    { "name": "cfg", "mountPath": "/etc/cfg" },
+                    { "name": "vault", "mountPath": "/var/run/secrets/vault" },
+                    { "name": "mem", "mountPath": "/scratch" },
+                ],
+            }],
+        },
+    }))
+    .unwrap();
+    let created = pods.create(&PostParams::default(), &spec).await.unwrap();
+    let uid = created.metadata.uid.clone().unwrap();
+    let running = wait_for("vols Running", Duration::from_secs(60), async || {
+        let p = pods.get("vols").await.unwrap();
+        (p.status.as_ref()?.phase.as_deref() == Some("Running")).then_some(p)
+    })
+    .await;
+    let id = container_status(&running)
+        .container_id
+        .unwrap()
+        .trim_start_matches("containerd://")
+        .to_owned();
+    let exec = async |script: &str| {
+        let out = rt
+            .exec_sync(
+                &id,
+                vec!["sh".into(), "-c".into(), script.into()],
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        (
+            out.exit_code,
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        )
+    };
+    assert_eq!(exec("cat /etc/cfg/greeting").await, (0, "hello".into()));
+    // What the container printed at start, in its log.
+    let log = work
+        .join("pods")
+        .join(format!("default_vols_{uid}"))
+        .join("main/0.log");
+    let text = fs::read_to_string(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    assert!(text.contains(" stdout F hello"), "{text}");
+    // The service account volume: a token bound to this pod, and the namespace.
+    let sa = "/var/run/secrets/kubernetes.io/serviceaccount";
+    assert_eq!(
+        exec(&format!("cat {sa}/namespace")).await,
+        (0, "default".into())
+    );
+    // No kube-root-ca.crt ConfigMap in this cluster: the CA the kubelet was given.
+    assert_eq!(
+        exec(&format!("cat {sa}/ca.crt")).await,
+        (0, ca.trim().to_owned())
+    );
+    let (code, token) = exec(&format!("cat {sa}/token")).await;
+    assert_eq!(code, 0);
+    let claims = jwt_claims(&token);
+    assert_eq!(claims["kubernetes.io"]["pod"]["name"], "vols", "{claims}");
+    assert_eq!(
+        claims["kubernetes.io"]["pod"]["uid"],
+        uid.as_str(),
+        "{claims}"
+    );
+    assert_eq!(
+        claims["kubernetes.io"]["serviceaccount"]["name"], "default",
+        "{claims}"
+    );
+    let (code, vault) = exec("cat /var/run/secrets/vault/token").await;
+    assert_eq!(code, 0);
+    let claims = jwt_claims(&vault);
+    assert!(
+        claims["aud"] == "vault" || claims["aud"] == serde_json::json!(["vault"]),
+        "{claims}"
+    );
+    // API volumes are read-only in the container; the Memory emptyDir is a tmpfs of 1 MiB.
+    assert_ne!(exec("echo x > /etc/cfg/new").await.0, 0);
+    let (_, mounts) = exec("grep ' /scratch ' /proc/mounts").await;
+    assert!(
+        mounts.contains("tmpfs") && mounts.contains("size=1024k"),
+        "{mounts}"
+    );
+    assert_eq!(exec("echo x > /scratch/f && cat /scratch/f").await.1, "x");
+
+    // The ConfigMap changes: the running container sees the new content (atomically
+    // swapped on the kubelet's resync), without a restart.
+    let updated = Instant::now();
+    cms.replace("settings", &PostParams::default(), &cm("bye"))
+        .await
+        .unwrap();
+    wait_for(
+        "the new greeting inside the container",
+        Duration::from_secs(30),
+        async || (exec("cat /etc/cfg/greeting").await.1 == "bye").then_some(()),
+    )
+    .await;
+    eprintln!(
+        "ConfigMap update -> seen in the container: {:?}",
+        updated.elapsed()
+    );
+    assert_eq!(
+        container_status(&pods.get("vols").await.unwrap()).restart_count,
+        0
+    );
+
+    // Deletion: the pod's volume directory and its tmpfs mounts go.
+    pods.delete("vols", &DeleteParams::default()).await.unwrap();
+    wait_for("vols gone", Duration::from_secs(30), async || {
+        pods.get_opt("vols").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    let pod_dir = root.join("pods").join(&uid);
+    assert!(!pod_dir.exists(), "{} is left", pod_dir.display());
+    let prefix = pod_dir.display().to_string();
+    let left: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&prefix))
+        .map(str::to_owned)
+        .collect();
+    assert!(left.is_empty(), "mounts left: {left:?}");
 }

@@ -3,7 +3,10 @@
 //! and the seed's first workflow with the real kubectl: an image loaded with `skiff image load`,
 //! a Deployment whose pods run on containerd with skiff-cni addresses, exposed as a Service that
 //! a client on the node reaches through the eBPF socket load balancer (every pod answers in
-//! turn) and that the cluster DNS names; then everything is gone again after SIGTERM.
+//! turn) and that the cluster DNS names; then the seed's node-facing commands through the API
+//! server and the kubelet API (logs, exec, port-forward, proxy, top, a ConfigMap volume); then
+//! the seed's workloads on real pods (probes, rolling update and undo, a Job, a DaemonSet); an
+//! image pulled from a local registry; then everything is gone again after SIGTERM.
 
 mod common;
 
@@ -31,6 +34,7 @@ fn up_runs_a_sandboxed_cluster_and_cleans_up_on_sigterm() {
         .port();
     let mut cmd = Command::new(common::skiff_bin());
     cmd.args(["up", "--sandbox", "--sandbox-name", &name])
+        .args(["--insecure-registry", "127.0.0.1:5000"])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
         .arg(&dir)
@@ -61,13 +65,7 @@ fn up_runs_a_sandboxed_cluster_and_cleans_up_on_sigterm() {
         dir.join("kubeconfig.yaml").display()
     )));
     let kubectl = |args: &[&str]| {
-        let out = Command::new("kubectl")
-            .env("KUBECONFIG", dir.join("kubeconfig.yaml"))
-            .arg("--cache-dir")
-            .arg(dir.join("kube-cache"))
-            .args(args)
-            .output()
-            .unwrap();
+        let out = kubectl_cmd(&dir, args).output().unwrap();
         assert!(
             out.status.success(),
             "kubectl {args:?}: {}",
@@ -201,6 +199,10 @@ fn up_runs_a_sandboxed_cluster_and_cleans_up_on_sigterm() {
     let lookup = String::from_utf8_lossy(&lookup.stdout);
     assert!(lookup.contains(cluster_ip.trim()), "{lookup}");
 
+    node_streams_and_volumes(&kubectl, &dir, &name);
+    workloads(&kubectl, &dir, &name);
+    pulled_from_a_registry(&kubectl, &dir, &name, &image);
+
     let pid = nix::unistd::Pid::from_raw(up.process.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let status = up.process.wait_timeout(Duration::from_secs(30));
@@ -260,4 +262,634 @@ impl Drop for Up {
                 .status();
         }
     }
+}
+
+const BUSYBOX: &str = "docker.io/library/busybox:1.35";
+
+/// A kubectl process left running (logs -f, port-forward, proxy), stopped when dropped.
+struct Background(std::process::Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn kubectl_cmd(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("kubectl");
+    cmd.env("KUBECONFIG", dir.join("kubeconfig.yaml"))
+        .arg("--cache-dir")
+        .arg(dir.join("kube-cache"))
+        .args(args);
+    cmd
+}
+
+/// Waits for a line containing `needle` on a background process's stdout.
+fn wait_for_line(child: &mut std::process::Child, needle: &str) -> String {
+    use std::io::BufRead as _;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let needle = needle.to_owned();
+    thread::spawn(move || {
+        let mut seen = String::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains(&needle) {
+                let _ = tx.send(seen.clone());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the expected output of a background kubectl")
+}
+
+/// The seed's commands that reach into the node: logs (tail, follow, previous, by label), exec
+/// (with stdin closing, exit codes, a terminal), port-forward, proxy (pod, service, node), top,
+/// a ConfigMap volume updated in a running pod with the service account token beside it, and
+/// the kubelet API refusing callers without the right certificate or permission.
+fn node_streams_and_volumes(kubectl: &dyn Fn(&[&str]) -> String, dir: &Path, node: &str) {
+    let run = |args: &[&str]| kubectl_cmd(dir, args).output().unwrap();
+    kubectl(&[
+        "run",
+        "logger",
+        "--image",
+        BUSYBOX,
+        "--restart=Never",
+        "--",
+        "sh",
+        "-c",
+        "echo one; echo two; sleep 3600",
+    ]);
+    kubectl(&[
+        "run",
+        "crasher",
+        "--image",
+        BUSYBOX,
+        "--",
+        "sh",
+        "-c",
+        "echo attempt; exit 1",
+    ]);
+    kubectl(&[
+        "run",
+        "web-http",
+        "--image",
+        BUSYBOX,
+        "--port=8080",
+        "--",
+        "sh",
+        "-c",
+        "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www",
+    ]);
+    kubectl(&[
+        "expose",
+        "pod",
+        "web-http",
+        "--port=80",
+        "--target-port=8080",
+    ]);
+    common::eventually("logger's output", Duration::from_secs(60), || {
+        (kubectl_cmd(dir, &["logs", "logger"]).output().ok()?.stdout == b"one\ntwo\n").then_some(())
+    });
+    assert_eq!(kubectl(&["logs", "logger", "--tail=1"]), "two\n");
+    assert!(kubectl(&["logs", "-l", "run=logger"]).contains("one"));
+    let mut follow = Background(
+        kubectl_cmd(dir, &["logs", "-f", "logger"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_for_line(&mut follow.0, "two").contains("one\ntwo"));
+    drop(follow);
+
+    // exec: output, stdin closing (cat ends), the exit code, a terminal.
+    assert_eq!(kubectl(&["exec", "logger", "--", "hostname"]), "logger\n");
+    let mut cat = kubectl_cmd(dir, &["exec", "-i", "logger", "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = cat.stdin.take().unwrap();
+        stdin.write_all(b"through stdin\n").unwrap();
+    }
+    let cat = cat.wait_with_output().unwrap();
+    assert!(
+        cat.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cat.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&cat.stdout), "through stdin\n");
+    let failed = run(&["exec", "logger", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(failed.status.code(), Some(3), "{failed:?}");
+    let tty = Command::new("script")
+        .env("KUBECONFIG", dir.join("kubeconfig.yaml"))
+        .args([
+            "-qec",
+            "kubectl exec -it logger -- sh -c 'tty; stty size'",
+            "/dev/null",
+        ])
+        .output()
+        .unwrap();
+    let tty_out = String::from_utf8_lossy(&tty.stdout);
+    assert!(
+        tty.status.success() && tty_out.contains("/dev/pts/"),
+        "{tty:?}"
+    );
+
+    // Previous logs once the crasher has restarted.
+    common::eventually("crasher to restart", Duration::from_secs(90), || {
+        let n = kubectl(&[
+            "get",
+            "pod",
+            "crasher",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].restartCount}",
+        ]);
+        (n.trim().parse::<u32>().ok()? >= 1).then_some(())
+    });
+    assert!(kubectl(&["logs", "crasher", "--previous"]).contains("attempt"));
+
+    // port-forward from the host's loopback to a pod.
+    common::eventually("web-http to run", Duration::from_secs(60), || {
+        (kubectl(&["get", "pod", "web-http", "-o", "jsonpath={.status.phase}"]) == "Running")
+            .then_some(())
+    });
+    let local = free_port();
+    let mut forward = Background(
+        kubectl_cmd(
+            dir,
+            &["port-forward", "pod/web-http", &format!("{local}:8080")],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap(),
+    );
+    wait_for_line(&mut forward.0, "Forwarding from 127.0.0.1");
+    let page = Command::new("curl")
+        .args([
+            "-sf",
+            "--max-time",
+            "10",
+            &format!("http://127.0.0.1:{local}/"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&page.stdout),
+        "web-http\n",
+        "{page:?}"
+    );
+    drop(forward);
+
+    // kubectl proxy: a pod, a service and the node's kubelet through the API server.
+    let port = free_port();
+    let mut proxy = Background(
+        kubectl_cmd(dir, &["proxy", &format!("--port={port}")])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_line(&mut proxy.0, "Starting to serve");
+    let get = |path: &str| {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "10",
+                &format!("http://127.0.0.1:{port}{path}"),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        get("/api/v1/namespaces/default/pods/web-http:8080/proxy/"),
+        "web-http\n"
+    );
+    common::eventually("the service proxy", Duration::from_secs(30), || {
+        (get("/api/v1/namespaces/default/services/web-http:80/proxy/") == "web-http\n")
+            .then_some(())
+    });
+    assert_eq!(get(&format!("/api/v1/nodes/{node}/proxy/healthz")), "ok");
+    drop(proxy);
+
+    // Resource metrics for kubectl top.
+    let top = common::eventually("kubectl top pod", Duration::from_secs(90), || {
+        let out = run(&["top", "pod", "logger"]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    assert!(top.contains("logger") && top.contains("Mi"), "{top}");
+    let top = common::eventually("kubectl top node", Duration::from_secs(30), || {
+        let out = run(&["top", "node"]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    assert!(top.contains(node), "{top}");
+
+    // A ConfigMap volume, updated while the pod runs, and the service account token.
+    kubectl(&[
+        "create",
+        "configmap",
+        "greeting",
+        "--from-literal=text=hello",
+    ]);
+    let manifest = dir.join("cfg-pod.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: cfg\nspec:\n  containers:\n  - name: app\n    image: {BUSYBOX}\n    command: [sleep, '3600']\n    volumeMounts:\n    - {{name: greeting, mountPath: /etc/greeting}}\n  volumes:\n  - name: greeting\n    configMap: {{name: greeting}}\n"
+        ),
+    )
+    .unwrap();
+    kubectl(&["apply", "-f", &manifest.display().to_string()]);
+    let read = |path: &str| {
+        let out = run(&["exec", "cfg", "--", "cat", path]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    common::eventually("the ConfigMap in the pod", Duration::from_secs(60), || {
+        (read("/etc/greeting/text")? == "hello").then_some(())
+    });
+    assert_eq!(
+        read("/var/run/secrets/kubernetes.io/serviceaccount/namespace").as_deref(),
+        Some("default")
+    );
+    assert_eq!(
+        read("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"),
+        std::fs::read_to_string(dir.join("tls/ca.crt")).ok()
+    );
+    let token = read("/var/run/secrets/kubernetes.io/serviceaccount/token").unwrap_or_default();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    kubectl(&[
+        "patch",
+        "configmap",
+        "greeting",
+        "-p",
+        r#"{"data":{"text":"bonjour"}}"#,
+    ]);
+    common::eventually(
+        "the updated ConfigMap in the running pod",
+        Duration::from_secs(90),
+        || (read("/etc/greeting/text")? == "bonjour").then_some(()),
+    );
+
+    // The kubelet API itself: a certificate from the cluster CA is needed, and permission.
+    let endpoint = kubectl(&[
+        "get",
+        "node",
+        node,
+        "-o",
+        r"jsonpath={.metadata.annotations.kubelet\.skiff\.io/endpoint}",
+    ]);
+    let port = endpoint.rsplit(':').next().unwrap().to_owned();
+    let pki = skiff_apiserver::tls::Pki::load_or_create(&dir.join("tls")).unwrap();
+    let bob = pki
+        .issue(&skiff_apiserver::tls::LeafSpec {
+            common_name: "bob".into(),
+            organizations: Vec::new(),
+            sans: Vec::new(),
+            server: false,
+            client: true,
+        })
+        .unwrap();
+    std::fs::write(dir.join("bob.crt"), &bob.cert_pem).unwrap();
+    std::fs::write(dir.join("bob.key"), &bob.key_pem).unwrap();
+    let kubelet = |cert: bool| {
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .arg("--cacert")
+        .arg(dir.join("tls/ca.crt"))
+        .args(["--resolve", &format!("{node}:{port}:127.0.0.1")]);
+        if cert {
+            cmd.arg("--cert")
+                .arg(dir.join("bob.crt"))
+                .arg("--key")
+                .arg(dir.join("bob.key"));
+        }
+        let out = cmd
+            .arg(format!("https://{node}:{port}/pods"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(kubelet(false), "401", "no certificate");
+    assert_eq!(kubelet(true), "403", "bob may not use the node's API");
+    let bob_logs = run(&["logs", "logger", "--as", "bob"]);
+    assert!(!bob_logs.status.success());
+    assert!(
+        String::from_utf8_lossy(&bob_logs.stderr).contains("forbidden"),
+        "{bob_logs:?}"
+    );
+}
+
+/// The seed's workload behaviour on real pods: readiness taking a pod out of the Service's
+/// endpoints and the node's maps, liveness restarting a container, a rolling update with `set
+/// image` and `rollout undo`, a Job run to completion, a DaemonSet on the node.
+fn workloads(kubectl: &dyn Fn(&[&str]) -> String, dir: &Path, node: &str) {
+    let apply = |file: &str, manifest: String| {
+        let path = dir.join(file);
+        std::fs::write(&path, manifest).unwrap();
+        kubectl(&["apply", "-f", &path.display().to_string()]);
+    };
+    apply(
+        "probed.yaml",
+        format!(
+            r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: probed}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: probed}}}}
+  template:
+    metadata: {{labels: {{app: probed}}}}
+    spec:
+      containers:
+      - name: app
+        image: {BUSYBOX}
+        command: [sh, -c, "while true; do hostname | nc -l -p 8080; done"]
+        readinessProbe: {{exec: {{command: [test, -f, /tmp/ready]}}, periodSeconds: 1}}
+        livenessProbe: {{exec: {{command: [test, '!', -f, /tmp/dead]}}, periodSeconds: 1, failureThreshold: 1}}
+"#
+        ),
+    );
+    kubectl(&[
+        "expose",
+        "deployment",
+        "probed",
+        "--port=80",
+        "--target-port=8080",
+    ]);
+    let pods = common::eventually("2 running probed pods", Duration::from_secs(90), || {
+        let v: serde_json::Value =
+            serde_json::from_str(&kubectl(&["get", "pods", "-l", "app=probed", "-o", "json"]))
+                .ok()?;
+        let running: Vec<(String, String)> = v["items"]
+            .as_array()?
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string())
+            .map(|p| {
+                (
+                    p["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    p["status"]["podIP"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        (running.len() == 2).then_some(running)
+    });
+    let ready_ips = || {
+        let v: serde_json::Value = serde_json::from_str(&kubectl(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=probed",
+            "-o",
+            "json",
+        ]))
+        .unwrap();
+        let mut ips: Vec<String> = v["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+            .filter(|e| e["conditions"]["ready"] == true)
+            .filter_map(|e| e["addresses"][0].as_str().map(str::to_owned))
+            .collect();
+        ips.sort();
+        ips
+    };
+    let lb = || {
+        let out = Command::new(common::skiff_bin())
+            .args(["lb", "list", "--bpffs"])
+            .arg(Path::new("/sys/fs/bpf").join(node))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        ready_ips().is_empty(),
+        "no pod is ready before its probe passes"
+    );
+    for (pod, _) in &pods {
+        kubectl(&["exec", pod, "--", "touch", "/tmp/ready"]);
+    }
+    let mut all: Vec<String> = pods.iter().map(|(_, ip)| ip.clone()).collect();
+    all.sort();
+    common::eventually(
+        "both pods ready in the endpoints",
+        Duration::from_secs(30),
+        || (ready_ips() == all).then_some(()),
+    );
+    common::eventually(
+        "both pods in the node's maps",
+        Duration::from_secs(10),
+        || {
+            let table = lb();
+            all.iter()
+                .all(|ip| table.contains(&format!("{ip}:8080")))
+                .then_some(())
+        },
+    );
+    let (failing, failing_ip) = &pods[0];
+    kubectl(&["exec", failing, "--", "rm", "/tmp/ready"]);
+    common::eventually(
+        "the unready pod out of the endpoints",
+        Duration::from_secs(30),
+        || (ready_ips() == vec![pods[1].1.clone()]).then_some(()),
+    );
+    common::eventually(
+        "the unready pod out of the maps",
+        Duration::from_secs(10),
+        || {
+            let table = lb();
+            (!table.contains(&format!("{failing_ip}:8080"))
+                && table.contains(&format!("{}:8080", pods[1].1)))
+            .then_some(())
+        },
+    );
+    kubectl(&["exec", &pods[1].0, "--", "touch", "/tmp/dead"]);
+    common::eventually(
+        "liveness to restart the container",
+        Duration::from_secs(60),
+        || {
+            let n = kubectl(&[
+                "get",
+                "pod",
+                &pods[1].0,
+                "-o",
+                "jsonpath={.status.containerStatuses[0].restartCount}",
+            ]);
+            (n.trim().parse::<u32>().ok()? >= 1).then_some(())
+        },
+    );
+
+    // A rolling update to another image and back.
+    let v2 =
+        skiff_kubelet::image::build_busybox(dir, "busybox-v2", "docker.io/library/busybox:v2", &[])
+            .expect("building the second image");
+    let load = Command::new(common::skiff_bin())
+        .args(["image", "load"])
+        .arg(&v2)
+        .arg("--data-dir")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(load.status.success(), "{load:?}");
+    let images = || {
+        let mut images: Vec<String> = kubectl(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={range .items[*]}{.spec.containers[0].image}{\"\\n\"}{end}",
+        ])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+        images.dedup();
+        images
+    };
+    kubectl(&[
+        "set",
+        "image",
+        "deployment/web",
+        "busybox=docker.io/library/busybox:v2",
+    ]);
+    kubectl(&["rollout", "status", "deployment/web", "--timeout=180s"]);
+    common::eventually("only v2 pods", Duration::from_secs(60), || {
+        (images() == ["docker.io/library/busybox:v2"]).then_some(())
+    });
+    kubectl(&["rollout", "undo", "deployment/web"]);
+    kubectl(&["rollout", "status", "deployment/web", "--timeout=180s"]);
+    common::eventually("only 1.35 pods again", Duration::from_secs(60), || {
+        (images() == [BUSYBOX]).then_some(())
+    });
+
+    // A Job to completion, and a DaemonSet on the node.
+    kubectl(&[
+        "create", "job", "hello", "--image", BUSYBOX, "--", "echo", "job done",
+    ]);
+    kubectl(&[
+        "wait",
+        "--for=condition=complete",
+        "job/hello",
+        "--timeout=90s",
+    ]);
+    assert_eq!(kubectl(&["logs", "job/hello"]), "job done\n");
+    apply(
+        "ds.yaml",
+        format!(
+            r#"apiVersion: apps/v1
+kind: DaemonSet
+metadata: {{name: everywhere}}
+spec:
+  selector: {{matchLabels: {{app: everywhere}}}}
+  template:
+    metadata: {{labels: {{app: everywhere}}}}
+    spec:
+      containers:
+      - {{name: app, image: "{BUSYBOX}", command: [sleep, "3600"]}}
+"#
+        ),
+    );
+    kubectl(&["rollout", "status", "daemonset/everywhere", "--timeout=90s"]);
+    let on = kubectl(&[
+        "get",
+        "pods",
+        "-l",
+        "app=everywhere",
+        "-o",
+        "jsonpath={.items[*].spec.nodeName}",
+    ]);
+    assert_eq!(on, node);
+}
+
+/// An image pulled from a registry (docker-registry serving on the node's own loopback, in the
+/// sandbox's network namespace) rather than loaded.
+fn pulled_from_a_registry(
+    kubectl: &dyn Fn(&[&str]) -> String,
+    dir: &Path,
+    node: &str,
+    archive: &Path,
+) {
+    let netns = format!("--net=/run/netns/{node}");
+    let config = dir.join("registry.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog: {{level: info}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\nhttp: {{addr: 127.0.0.1:5000}}\n",
+            dir.join("registry").display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(&netns)
+        .args(["docker-registry", "serve"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("registry.log")).unwrap());
+    let _registry = ChildGuard::spawn(cmd, "docker-registry");
+    common::eventually("the registry", Duration::from_secs(20), || {
+        let out = Command::new("nsenter")
+            .arg(&netns)
+            .args(["curl", "-sf", "http://127.0.0.1:5000/v2/"])
+            .output()
+            .ok()?;
+        out.status.success().then_some(())
+    });
+    let push = Command::new("nsenter")
+        .arg(&netns)
+        .args(["skopeo", "copy", "--dest-tls-verify=false"])
+        .arg(format!("oci-archive:{}", archive.display()))
+        .arg("docker://127.0.0.1:5000/library/busybox:pulled")
+        .output()
+        .unwrap();
+    assert!(push.status.success(), "{push:?}");
+    kubectl(&[
+        "run",
+        "pulled",
+        "--image=127.0.0.1:5000/library/busybox:pulled",
+        "--image-pull-policy=Always",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    common::eventually("the pulled pod to run", Duration::from_secs(60), || {
+        (kubectl(&["get", "pod", "pulled", "-o", "jsonpath={.status.phase}"]) == "Running")
+            .then_some(())
+    });
+    let log = std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default();
+    assert!(
+        log.contains("/v2/library/busybox/manifests/pulled"),
+        "containerd asked the registry for the image:\n{log}"
+    );
 }

@@ -38,6 +38,7 @@ const SOCK_PROGRAMS: [(&str, &str); 4] = [
     ("skiff_getpeername4", "cgroup-getpeername4"),
 ];
 const PROG_TC_INGRESS: &str = "skiff_tc_ingress";
+const PROG_TC_EGRESS: &str = "skiff_tc_egress";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -255,24 +256,41 @@ impl Datapath {
     /// Attaches the tc program to the ingress of `iface`, an interface of the calling thread's
     /// network namespace.
     pub fn attach_tc(&mut self, iface: &str) -> Result<Attachment, LoadError> {
-        let pin = links_dir(&self.config.bpffs).join(format!("tc-ingress-{iface}"));
+        let ingress =
+            self.attach_tc_program(iface, PROG_TC_INGRESS, TcAttachType::Ingress, "ingress")?;
+        // Replies from this node's own backends leave through egress, where they get the
+        // frontend's address back.
+        let egress =
+            self.attach_tc_program(iface, PROG_TC_EGRESS, TcAttachType::Egress, "egress")?;
+        Ok(match (ingress, egress) {
+            (Attachment::Adopted, Attachment::Adopted) => Attachment::Adopted,
+            _ => Attachment::Attached,
+        })
+    }
+
+    fn attach_tc_program(
+        &mut self,
+        iface: &str,
+        name: &'static str,
+        kind: TcAttachType,
+        direction: &str,
+    ) -> Result<Attachment, LoadError> {
+        let pin = links_dir(&self.config.bpffs).join(format!("tc-{direction}-{iface}"));
         if adopt(&pin) {
             return Ok(Attachment::Adopted);
         }
-        let prog: &mut SchedClassifier = program(&mut self.tc, PROG_TC_INGRESS)?;
-        let err = |action| prog_err(action, PROG_TC_INGRESS);
+        let prog: &mut SchedClassifier = program(&mut self.tc, name)?;
+        let err = |action| prog_err(action, name);
         if prog.fd().is_err() {
             prog.load().map_err(err("loading"))?;
         }
-        let id = prog
-            .attach(iface, TcAttachType::Ingress)
-            .map_err(err("attaching"))?;
+        let id = prog.attach(iface, kind).map_err(err("attaching"))?;
         let link: FdLink = prog
             .take_link(id)
             .map_err(err("taking link of"))?
             .try_into()
             .map_err(|source| LoadError::Link {
-                program: PROG_TC_INGRESS,
+                program: name,
                 source,
             })?;
         pin_link(link, &pin)?;

@@ -44,6 +44,8 @@ struct State {
     health: Option<RuntimeHealth>,
     pull_error: Option<String>,
     down: bool,
+    stream_url: Option<String>,
+    stats: Vec<cri::ContainerStats>,
 }
 
 /// The fake. Clones share state.
@@ -110,6 +112,17 @@ impl FakeRuntime {
         }
     }
 
+    /// The URL Exec, Attach and PortForward hand out (a test's fake streaming server); without
+    /// one those calls fail as a runtime without streaming would.
+    pub fn set_stream_url(&self, url: &str) {
+        self.lock().stream_url = Some(url.to_owned());
+    }
+
+    /// What ListContainerStats returns.
+    pub fn set_stats(&self, stats: Vec<cri::ContainerStats>) {
+        self.lock().stats = stats;
+    }
+
     /// Makes image pulls fail with this message (or work again with `None`).
     pub fn set_pull_error(&self, message: Option<&str>) {
         self.lock().pull_error = message.map(str::to_owned);
@@ -143,6 +156,12 @@ impl FakeRuntime {
             .collect();
         all.sort();
         all.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// The config container `id` was created with (its CRI mounts, say).
+    #[must_use]
+    pub fn container_config(&self, id: &str) -> Option<cri::ContainerConfig> {
+        self.lock().containers.get(id).map(|c| c.config.clone())
     }
 
     /// How many sandboxes exist.
@@ -458,6 +477,35 @@ impl Runtime for FakeRuntime {
             stdout: Vec::new(),
             stderr: Vec::new(),
         })
+    }
+
+    async fn exec(&self, req: cri::ExecRequest) -> Result<String, RuntimeError> {
+        let s = self.enter(format!("Exec {} {}", req.container_id, req.cmd.join(" ")))?;
+        s.stream_url
+            .clone()
+            .ok_or_else(|| not_found("Exec", "streaming server"))
+    }
+
+    async fn attach(&self, req: cri::AttachRequest) -> Result<String, RuntimeError> {
+        let s = self.enter(format!("Attach {}", req.container_id))?;
+        s.stream_url
+            .clone()
+            .ok_or_else(|| not_found("Attach", "streaming server"))
+    }
+
+    async fn port_forward(
+        &self,
+        sandbox_id: &str,
+        ports: Vec<i32>,
+    ) -> Result<String, RuntimeError> {
+        let s = self.enter(format!("PortForward {sandbox_id} {ports:?}"))?;
+        s.stream_url
+            .clone()
+            .ok_or_else(|| not_found("PortForward", "streaming server"))
+    }
+
+    async fn list_container_stats(&self) -> Result<Vec<cri::ContainerStats>, RuntimeError> {
+        Ok(self.enter("ListContainerStats".to_owned())?.stats.clone())
     }
 
     async fn image_status(&self, image: &str) -> Result<Option<String>, RuntimeError> {

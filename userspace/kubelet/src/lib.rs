@@ -10,6 +10,7 @@ pub mod image;
 pub mod node;
 pub mod pod;
 pub mod runtime;
+pub mod server;
 #[cfg(test)]
 mod tests;
 
@@ -77,6 +78,22 @@ pub struct KubeletConfig {
     pub backoff_max: Duration,
     /// Pod DNS configuration, when cluster DNS is wired up.
     pub dns: Option<DnsHook>,
+    /// Annotations the Node is registered with (e.g. where the API server reaches this
+    /// kubelet, [`server::ENDPOINT_ANNOTATION`]).
+    pub node_annotations: BTreeMap<String, String>,
+    /// The kubelet API (logs, exec, attach, port-forward, stats); off when `None`.
+    pub server: Option<server::ServerConfig>,
+    /// Back secret and projected volumes (and emptyDirs of `medium: Memory`) with tmpfs, as
+    /// upstream does; off for tests that run without mount privileges or must leave no mounts.
+    pub volume_tmpfs: bool,
+    /// Mount the service account volume (a bound token, `ca.crt`, the namespace at
+    /// `/var/run/secrets/kubernetes.io/serviceaccount`) into pods that automount the token and
+    /// have no `kube-api-access-` volume from the API server. Off against a server that issues
+    /// no tokens (the insecure loopback test mode), where every such pod would wait for one.
+    pub service_account_volume: bool,
+    /// The cluster CA (PEM), written as the service account volume's `ca.crt` when no
+    /// kube-root-ca.crt ConfigMap provides it.
+    pub cluster_ca: Option<String>,
 }
 
 impl Default for KubeletConfig {
@@ -100,6 +117,11 @@ impl Default for KubeletConfig {
             backoff_initial: Duration::from_secs(10),
             backoff_max: Duration::from_secs(300),
             dns: None,
+            node_annotations: BTreeMap::new(),
+            server: None,
+            volume_tmpfs: true,
+            service_account_volume: true,
+            cluster_ca: None,
         }
     }
 }
@@ -114,6 +136,8 @@ pub enum KubeletError {
     },
     #[error("the pod watch ended")]
     WatchEnded,
+    #[error(transparent)]
+    Api(#[from] server::ServerError),
 }
 
 /// Runs the kubelet against the CRI socket in `config`: registers the Node (retrying until the
@@ -152,12 +176,27 @@ pub async fn run_with<R: Runtime>(
         memory_capacity: node::Machine::read().memory_bytes,
         relist: pod::relist::Subscribers::default(),
     });
-    let status = node::run_status(client.clone(), Arc::clone(&config), runtime, host_ip_tx)
-        .instrument(info_span!("node-status", node = %config.node_name));
-    let lease = node::run_lease(client, Arc::clone(&config))
+    let status = node::run_status(
+        client.clone(),
+        Arc::clone(&config),
+        Arc::clone(&runtime),
+        host_ip_tx,
+    )
+    .instrument(info_span!("node-status", node = %config.node_name));
+    let lease = node::run_lease(client.clone(), Arc::clone(&config))
         .instrument(info_span!("node-lease", node = %config.node_name));
     let pods = pod::run(shared).instrument(info_span!("pods", node = %config.node_name));
+    let api = async {
+        match &config.server {
+            Some(server) => {
+                server::bind_and_serve(server, &config, Arc::clone(&runtime), client.clone()).await
+            }
+            None => std::future::pending().await,
+        }
+    }
+    .instrument(info_span!("kubelet-api", node = %config.node_name));
     tokio::select! {
+        Err(e) = api => Err(KubeletError::Api(e)),
         () = status => Ok(()),
         () = lease => Ok(()),
         () = pods => Err(KubeletError::WatchEnded),

@@ -254,6 +254,7 @@ pub async fn run_status<R: Runtime>(
         metadata: ObjectMeta {
             name: Some(name.clone()),
             labels: Some(node_labels(&config)),
+            annotations: Some(config.node_annotations.clone()),
             ..Default::default()
         },
         ..Default::default()
@@ -328,10 +329,13 @@ async fn register(api: &Api<Node>, node: &Node, config: &KubeletConfig) -> Resul
     match api.create(&PostParams::default(), node).await {
         Ok(_) => info!(node = %name, "node registered"),
         Err(kube::Error::Api(s)) if s.code == 409 => {
-            let patch = serde_json::json!({ "metadata": { "labels": node_labels(config) } });
+            let patch = serde_json::json!({ "metadata": {
+                "labels": node_labels(config),
+                "annotations": config.node_annotations,
+            } });
             api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
-            info!(node = %name, "node already registered; labels updated");
+            info!(node = %name, "node already registered; labels and annotations updated");
         }
         Err(e) => return Err(e),
     }

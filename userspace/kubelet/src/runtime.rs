@@ -107,6 +107,27 @@ pub trait Runtime: Send + Sync + 'static {
         cmd: Vec<String>,
         timeout: Duration,
     ) -> impl Future<Output = Result<ExecOutput, RuntimeError>> + Send;
+    /// A URL on the runtime's streaming server for an interactive exec (the client speaks
+    /// SPDY or WebSocket remotecommand to it).
+    fn exec(
+        &self,
+        req: cri::ExecRequest,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+    /// A streaming URL attached to a running container's stdio.
+    fn attach(
+        &self,
+        req: cri::AttachRequest,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+    /// A streaming URL forwarding to ports of a pod sandbox's network namespace.
+    fn port_forward(
+        &self,
+        sandbox_id: &str,
+        ports: Vec<i32>,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+    /// CPU and memory statistics of every container.
+    fn list_container_stats(
+        &self,
+    ) -> impl Future<Output = Result<Vec<cri::ContainerStats>, RuntimeError>> + Send;
 
     /// The image's id when the runtime has it.
     fn image_status(
@@ -390,6 +411,31 @@ impl Runtime for CriRuntime {
             stdout: r.stdout,
             stderr: r.stderr,
         })
+    }
+
+    async fn exec(&self, req: cri::ExecRequest) -> Result<String, RuntimeError> {
+        Ok(call("Exec", self.runtime.clone().exec(req).await)?.url)
+    }
+
+    async fn attach(&self, req: cri::AttachRequest) -> Result<String, RuntimeError> {
+        Ok(call("Attach", self.runtime.clone().attach(req).await)?.url)
+    }
+
+    async fn port_forward(&self, sandbox_id: &str, port: Vec<i32>) -> Result<String, RuntimeError> {
+        let req = cri::PortForwardRequest {
+            pod_sandbox_id: sandbox_id.to_owned(),
+            port,
+        };
+        Ok(call("PortForward", self.runtime.clone().port_forward(req).await)?.url)
+    }
+
+    async fn list_container_stats(&self) -> Result<Vec<cri::ContainerStats>, RuntimeError> {
+        let req = cri::ListContainerStatsRequest { filter: None };
+        Ok(call(
+            "ListContainerStats",
+            self.runtime.clone().list_container_stats(req).await,
+        )?
+        .stats)
     }
 
     async fn image_status(&self, image: &str) -> Result<Option<String>, RuntimeError> {

@@ -20,12 +20,12 @@ use crate::{
     runtime::RuntimeHealth,
 };
 
-struct Harness {
+pub(crate) struct Harness {
     _server: LocalServer,
-    client: Client,
-    fake: FakeRuntime,
+    pub(crate) client: Client,
+    pub(crate) fake: FakeRuntime,
     kubelet: JoinHandle<Result<(), crate::KubeletError>>,
-    config: KubeletConfig,
+    pub(crate) config: KubeletConfig,
     _dir: TempDir,
 }
 
@@ -61,6 +61,14 @@ impl Drop for Harness {
 }
 
 async fn start(fake: FakeRuntime) -> Harness {
+    start_with(fake, |_| {}).await
+}
+
+/// [`start`] with the kubelet's configuration adjusted by `adjust`.
+pub(crate) async fn start_with(
+    fake: FakeRuntime,
+    adjust: impl FnOnce(&mut KubeletConfig),
+) -> Harness {
     let server = LocalServer::start().await.expect("API server");
     let client = Client::try_from(Config::new(server.url().parse().unwrap())).unwrap();
     let dir = std::env::temp_dir().join(format!(
@@ -78,8 +86,14 @@ async fn start(fake: FakeRuntime) -> Harness {
         sync_interval: Duration::from_millis(50),
         backoff_initial: Duration::from_millis(300),
         backoff_max: Duration::from_secs(2),
+        // No tmpfs mounts: pods a test leaves behind must not leave mounts behind.
+        volume_tmpfs: false,
+        // This API server issues no tokens.
+        service_account_volume: false,
         ..KubeletConfig::default()
     };
+    let mut config = config;
+    adjust(&mut config);
     let kubelet = tokio::spawn(crate::run_with(
         client.clone(),
         config.clone(),
@@ -101,7 +115,7 @@ fn uuid_ish() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
-async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+pub(crate) async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(v) = f().await {
@@ -115,7 +129,7 @@ async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
     }
 }
 
-fn pod(spec: serde_json::Value) -> Pod {
+pub(crate) fn pod(spec: serde_json::Value) -> Pod {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -768,6 +782,247 @@ async fn a_container_that_fails_to_start_is_retried_not_left_created() {
     eventually("Running", async || {
         let p = pods.get("p").await.unwrap();
         (p.status?.phase.as_deref() == Some("Running")).then_some(())
+    })
+    .await;
+}
+
+fn running(p: &Pod) -> bool {
+    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+#[tokio::test]
+async fn volumes_reach_the_runtime_as_mounts_and_configmap_updates_propagate() {
+    use std::collections::HashMap;
+
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+
+    let fake = FakeRuntime::new();
+    fake.add_image("busybox:1.35");
+    let h = start_with(fake, |c| c.resync_interval = Duration::from_millis(200)).await;
+    let host = h.config.root_dir.parent().unwrap().join("host-data");
+    let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(h.client.clone(), "default");
+    let cm = |greeting: &str| -> ConfigMap {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "settings" },
+            "data": { "greeting": greeting, "other": "x" },
+        }))
+        .unwrap()
+    };
+    cms.create(&PostParams::default(), &cm("hello"))
+        .await
+        .unwrap();
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "metadata": { "name": "creds" },
+                "stringData": { "password": "hunter2" },
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(h.client.clone(), "default");
+    let created = pods
+        .create(
+            &PostParams::default(),
+            &pod(serde_json::json!({
+                "nodeName": "n1",
+                "volumes": [
+                    { "name": "cfg", "configMap": { "name": "settings" } },
+                    { "name": "sec", "secret": { "secretName": "creds", "defaultMode": 0o400 } },
+                    { "name": "info", "downwardAPI": { "items": [{ "path": "name", "fieldRef": { "fieldPath": "metadata.name" } }] } },
+                    { "name": "scratch", "emptyDir": {} },
+                    { "name": "host", "hostPath": { "path": host.display().to_string(), "type": "DirectoryOrCreate" } },
+                ],
+                "containers": [{
+                    "name": "app",
+                    "image": "busybox:1.35",
+                    "volumeMounts": [
+                        { "name": "cfg", "mountPath": "/etc/cfg" },
+                        { "name": "cfg", "mountPath": "/etc/greeting", "subPath": "greeting" },
+                        { "name": "sec", "mountPath": "/secret" },
+                        { "name": "info", "mountPath": "/info" },
+                        { "name": "scratch", "mountPath": "/scratch" },
+                        { "name": "host", "mountPath": "/host", "readOnly": true },
+                    ],
+                }],
+            })),
+        )
+        .await
+        .unwrap();
+    let uid = created.metadata.uid.unwrap();
+    eventually("Running", async || {
+        running(&pods.get("p").await.unwrap()).then_some(())
+    })
+    .await;
+    let id = h.fake.containers_named("app").pop().unwrap();
+    let mounts: HashMap<String, crate::cri::Mount> = h
+        .fake
+        .container_config(&id)
+        .unwrap()
+        .mounts
+        .into_iter()
+        .map(|m| (m.container_path.clone(), m))
+        .collect();
+    let volumes = h.config.root_dir.join("pods").join(&uid).join("volumes");
+    let host_of = |path: &str| std::path::PathBuf::from(&mounts[path].host_path);
+    assert_eq!(
+        host_of("/etc/cfg"),
+        volumes.join("kubernetes.io~configmap/cfg")
+    );
+    assert!(mounts["/etc/cfg"].readonly);
+    assert_eq!(
+        std::fs::read_to_string(host_of("/etc/cfg").join("greeting")).unwrap(),
+        "hello"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host_of("/etc/greeting")).unwrap(),
+        "hello"
+    );
+    let password = host_of("/secret").join("password");
+    assert_eq!(std::fs::read_to_string(&password).unwrap(), "hunter2");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&password).unwrap().permissions().mode() & 0o777,
+        0o400
+    );
+    assert_eq!(
+        std::fs::read_to_string(host_of("/info").join("name")).unwrap(),
+        "p"
+    );
+    assert_eq!(
+        host_of("/scratch"),
+        volumes.join("kubernetes.io~empty-dir/scratch")
+    );
+    assert!(!mounts["/scratch"].readonly);
+    assert_eq!(host_of("/host"), host);
+    assert!(mounts["/host"].readonly);
+    // No service account volume: this API server issues no tokens (see the containerd test).
+    assert!(!mounts.contains_key(crate::pod::volumes::SERVICE_ACCOUNT_MOUNT));
+
+    // An update reaches the running pod's files on its resync, without a restart.
+    cms.replace("settings", &PostParams::default(), &cm("bye"))
+        .await
+        .unwrap();
+    let greeting = host_of("/etc/cfg").join("greeting");
+    eventually("the new ConfigMap content", async || {
+        (std::fs::read_to_string(&greeting).ok()? == "bye").then_some(())
+    })
+    .await;
+    assert_eq!(h.fake.containers_named("app").len(), 1, "not restarted");
+
+    // Deletion removes the pod's volume directory, never the hostPath.
+    std::fs::write(host.join("keep"), "x").unwrap();
+    pods.delete("p", &DeleteParams::default()).await.unwrap();
+    eventually("the pod gone", async || {
+        pods.get_opt("p").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    assert!(!h.config.root_dir.join("pods").join(&uid).exists());
+    assert_eq!(std::fs::read_to_string(host.join("keep")).unwrap(), "x");
+}
+
+#[tokio::test]
+async fn volume_failures_hold_the_pod_with_clear_reasons_and_events() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Event};
+
+    let fake = FakeRuntime::new();
+    fake.add_image("busybox:1.35");
+    let h = start(fake).await;
+    let pods: Api<Pod> = Api::namespaced(h.client.clone(), "default");
+    let named = |name: &str, spec: serde_json::Value| {
+        let mut p = pod(spec);
+        p.metadata.name = Some(name.into());
+        p
+    };
+    pods.create(
+        &PostParams::default(),
+        &named(
+            "late",
+            serde_json::json!({
+                "nodeName": "n1",
+                "volumes": [{ "name": "cfg", "configMap": { "name": "later" } }],
+                "containers": [{ "name": "c", "image": "busybox:1.35",
+                    "volumeMounts": [{ "name": "cfg", "mountPath": "/cfg" }] }],
+            }),
+        ),
+    )
+    .await
+    .unwrap();
+    pods.create(
+        &PostParams::default(),
+        &named(
+            "hostfile",
+            serde_json::json!({
+                "nodeName": "n1",
+                "volumes": [{ "name": "h", "hostPath": { "path": "/dev/null", "type": "Directory" } }],
+                "containers": [{ "name": "c", "image": "busybox:1.35" }],
+            }),
+        ),
+    )
+    .await
+    .unwrap();
+    let waiting = async |name: &str| {
+        let cs = container_status(&pods.get(name).await.unwrap())?;
+        let w = cs.state?.waiting?;
+        Some((w.reason.unwrap_or_default(), w.message.unwrap_or_default()))
+    };
+    let (reason, message) = eventually("late waits for its ConfigMap", async || {
+        waiting("late").await.filter(|(_, m)| !m.is_empty())
+    })
+    .await;
+    assert_eq!(reason, "ContainerCreating");
+    assert_eq!(
+        message,
+        "MountVolume.SetUp failed for volume \"cfg\" : configmap \"later\" not found"
+    );
+    let (_, message) = eventually("hostfile fails its type check", async || {
+        waiting("hostfile").await.filter(|(_, m)| !m.is_empty())
+    })
+    .await;
+    assert!(
+        message.contains("hostPath type check failed: /dev/null is not a directory"),
+        "{message}"
+    );
+    // (A volumeMount naming no volume is refused by the API server; the kubelet's own check is
+    // in pod::volumes.)
+    // The failure is an event on the pod.
+    let events: Api<Event> = Api::namespaced(h.client.clone(), "default");
+    let event = eventually("a FailedMount event", async || {
+        events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("FailedMount")
+                    && e.involved_object.name.as_deref() == Some("late")
+            })
+    })
+    .await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    // Nothing of "late" ran before its volume could be set up.
+    let calls = h.fake.calls();
+    assert_eq!(
+        calls.iter().filter(|c| *c == "RunPodSandbox late").count(),
+        0,
+        "{calls:?}"
+    );
+    let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), "default");
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "later" }, "data": { "k": "v" },
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    eventually("late Running", async || {
+        running(&pods.get("late").await.unwrap()).then_some(())
     })
     .await;
 }

@@ -76,6 +76,18 @@ pub struct AgentArgs {
     /// The node's InternalIP; detected from the default route when unset.
     #[arg(long)]
     pub node_ip: Option<Ipv4Addr>,
+    /// The kubelet API's port (logs, exec, port-forward, stats), in the node's network namespace.
+    #[arg(long, default_value_t = 10250)]
+    pub kubelet_port: u16,
+    /// With --netns: where the API server reaches the kubelet API from the agent's own namespace
+    /// (forwarded into the node's); port 0 picks a free one. Published in the Node's
+    /// kubelet.skiff.io/endpoint annotation.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub kubelet_forward: SocketAddr,
+    /// A registry (HOST[:PORT]) the node's containerd pulls from over plain HTTP, or HTTPS
+    /// without verifying it (a local or lab registry). Repeatable.
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
 }
 
 pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
@@ -106,8 +118,24 @@ async fn agent(args: &AgentArgs, node_name: String) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
 
     // The service load balancer: the eBPF datapath, written from the API by skiff-proxy.
+    // NodePort flows to backends on other nodes are SNATed to this address so replies return.
+    let node_ip = match args.node_ip {
+        Some(ip) => Some(ip),
+        None => in_netns(args.netns.as_deref(), || {
+            skiff_kubelet::node::detect_host_ip(&skiff_kubelet::KubeletConfig::default())
+                .parse::<Ipv4Addr>()
+                .ok()
+                .filter(|ip| !ip.is_loopback())
+        })?,
+    };
+    if node_ip.is_none() && !args.ifaces.is_empty() {
+        warn!(
+            "no node address (give --node-ip): NodePort traffic to other nodes' pods is not SNATed"
+        );
+    }
     let mut datapath = Datapath::load(DatapathConfig {
         bpffs: args.bpffs.clone(),
+        snat_ipv4: node_ip,
         ..DatapathConfig::default()
     })
     .context("loading the eBPF datapath")?;
@@ -176,6 +204,7 @@ async fn agent(args: &AgentArgs, node_name: String) -> anyhow::Result<()> {
                 &args.data_dir,
                 args.netns.as_deref(),
                 args.cgroup.as_deref(),
+                &args.insecure_registries,
             )?),
         };
         let socket = args
@@ -199,13 +228,37 @@ async fn agent(args: &AgentArgs, node_name: String) -> anyhow::Result<()> {
             node_name.clone(),
             status,
         ));
-        let config = crate::node::kubelet_config(args, &node_name, &socket)?;
+        let mut config = crate::node::kubelet_config(args, &node_name, &socket)?;
+        let (cert_pem, key_pem) = serving_certificate(&client, &args.data_dir, &node_name)
+            .await
+            .context("getting the kubelet API's serving certificate")?;
+        let ca_pem = fs::read_to_string(args.data_dir.join("pki").join("ca.crt"))
+            .context("reading the cluster CA")?;
+        config.kubelet_port = args.kubelet_port;
+        // Pods' service account volumes carry it as ca.crt.
+        config.cluster_ca = Some(ca_pem.clone());
+        config.server = Some(skiff_kubelet::server::ServerConfig {
+            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.kubelet_port)),
+            ca_pem,
+            cert_pem,
+            key_pem,
+            stats_interval: Duration::from_secs(10),
+        });
         match &args.netns {
             Some(netns) => {
+                // The API server reaches the kubelet API through this forwarder into the node.
+                let forwarder = tokio::net::TcpListener::bind(args.kubelet_forward)
+                    .await
+                    .with_context(|| format!("listening on {}", args.kubelet_forward))?;
+                let endpoint = forwarder.local_addr()?;
+                config.node_annotations.insert(
+                    skiff_kubelet::server::ENDPOINT_ANNOTATION.to_owned(),
+                    endpoint.to_string(),
+                );
                 let upstream = api_address(&args.server)?;
                 let pki = args.data_dir.join("pki");
                 let user = format!("system:node:{node_name}");
-                crate::node::spawn_kubelet_in_netns(
+                let node_side = crate::node::spawn_kubelet_in_netns(
                     netns.clone(),
                     upstream,
                     tokio::runtime::Handle::current(),
@@ -217,6 +270,9 @@ async fn agent(args: &AgentArgs, node_name: String) -> anyhow::Result<()> {
                     },
                     config,
                 )?;
+                let kubelet_api = SocketAddr::from((Ipv4Addr::LOCALHOST, args.kubelet_port));
+                tokio::spawn(crate::node::forward(forwarder, kubelet_api, node_side));
+                info!(%endpoint, "the kubelet API is forwarded into the node");
             }
             None => {
                 let client = client.clone();
@@ -395,40 +451,36 @@ async fn node_client(args: &AgentArgs, node_name: &str) -> anyhow::Result<Client
         .as_ref()
         .context("this node has no certificate yet: give --token (from `skiff token create`)")?;
     let bootstrap = crate::server::client_from_token(&args.server, &ca, token).await?;
-    let key = rcgen::KeyPair::generate().context("generating the node key")?;
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, user.as_str());
-    params
-        .distinguished_name
-        .push(rcgen::DnType::OrganizationName, "system:nodes");
-    let request = params.serialize_request(&key)?.pem()?;
-    let name = format!(
-        "node-csr-{node_name}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    let csr: CertificateSigningRequest = serde_json::from_value(json!({
-        "apiVersion": "certificates.k8s.io/v1",
-        "kind": "CertificateSigningRequest",
-        "metadata": {"name": name},
-        "spec": {
-            "signerName": skiff_controllers::certificates::KUBELET_CLIENT,
-            "request": base64::engine::general_purpose::STANDARD.encode(&request),
-            "usages": ["digital signature", "client auth"],
-        },
-    }))?;
-    let csrs: Api<CertificateSigningRequest> = Api::all(bootstrap);
+    let (key, csr) = node_request(
+        "node-csr",
+        node_name,
+        Vec::new(),
+        skiff_controllers::certificates::KUBELET_CLIENT,
+        &["digital signature", "client auth"],
+    )?;
+    let cert = request_certificate(bootstrap, csr).await?;
+    skiff_apiserver::tls::write_private(&key_path, key.serialize_pem().as_bytes())?;
+    skiff_apiserver::tls::write_private(&cert_path, cert.as_bytes())?;
+    crate::server::client_from_pem(&args.server, &ca, &cert, &key.serialize_pem(), &user).await
+}
+
+/// Creates `csr` and waits (up to a minute) for the certificate the cluster's signer issues.
+async fn request_certificate(
+    client: Client,
+    csr: CertificateSigningRequest,
+) -> anyhow::Result<String> {
+    let name = csr.metadata.name.clone().unwrap_or_default();
+    let csrs: Api<CertificateSigningRequest> = Api::all(client);
     csrs.create(&PostParams::default(), &csr)
         .await
-        .context("asking for the node's certificate (is the token valid?)")?;
-    info!(csr = %name, "waiting for the node certificate");
+        .with_context(|| format!("creating the certificate request {name}"))?;
+    info!(csr = %name, signer = %csr.spec.signer_name, "waiting for a certificate");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let cert = loop {
+    loop {
         let current = csrs.get(&name).await?;
         let status = current.status.unwrap_or_default();
         if let Some(cert) = status.certificate.filter(|c| !c.0.is_empty()) {
-            break String::from_utf8(cert.0).context("the issued certificate is not PEM")?;
+            return String::from_utf8(cert.0).context("the issued certificate is not PEM");
         }
         if let Some(c) = status
             .conditions
@@ -437,7 +489,7 @@ async fn node_client(args: &AgentArgs, node_name: &str) -> anyhow::Result<Client
             .find(|c| (c.type_ == "Denied" || c.type_ == "Failed") && c.status == "True")
         {
             bail!(
-                "the node's certificate request {name} was {}: {}",
+                "the certificate request {name} was {}: {}",
                 c.type_.to_lowercase(),
                 c.message.unwrap_or_default()
             );
@@ -447,8 +499,74 @@ async fn node_client(args: &AgentArgs, node_name: &str) -> anyhow::Result<Client
             bail!("no certificate for {name} after 60 s: is the controller manager running?");
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    }
+}
+
+/// The kubelet API's serving certificate (PEM certificate and key) under the data dir: signed
+/// by the cluster CA through a kubernetes.io/kubelet-serving request naming only the node, which
+/// is what the API server checks when it dials the kubelet. Renewed 30 days before it expires.
+async fn serving_certificate(
+    client: &Client,
+    data_dir: &Path,
+    node_name: &str,
+) -> anyhow::Result<(String, String)> {
+    let pki = data_dir.join("pki");
+    let (cert_path, key_path) = (pki.join("kubelet.crt"), pki.join("kubelet.key"));
+    if let (Ok(cert), Ok(key)) = (
+        fs::read_to_string(&cert_path),
+        fs::read_to_string(&key_path),
+    ) {
+        let expires = skiff_apiserver::tls::not_after(&cert, &cert_path)?;
+        if expires > time::OffsetDateTime::now_utc() + time::Duration::days(30) {
+            return Ok((cert, key));
+        }
+        info!(%expires, "renewing the kubelet's serving certificate");
+    }
+    let (key, csr) = node_request(
+        "kubelet-serving",
+        node_name,
+        vec![node_name.to_owned()],
+        skiff_controllers::certificates::KUBELET_SERVING,
+        &["digital signature", "key encipherment", "server auth"],
+    )?;
+    let cert = request_certificate(client.clone(), csr).await?;
     skiff_apiserver::tls::write_private(&key_path, key.serialize_pem().as_bytes())?;
     skiff_apiserver::tls::write_private(&cert_path, cert.as_bytes())?;
-    crate::server::client_from_pem(&args.server, &ca, &cert, &key.serialize_pem(), &user).await
+    Ok((cert, key.serialize_pem()))
+}
+
+/// A new key and a CertificateSigningRequest for it in the node's name (CN system:node:NAME,
+/// O system:nodes) with the given DNS names, signer and usages.
+fn node_request(
+    prefix: &str,
+    node_name: &str,
+    dns_names: Vec<String>,
+    signer: &str,
+    usages: &[&str],
+) -> anyhow::Result<(rcgen::KeyPair, CertificateSigningRequest)> {
+    let key = rcgen::KeyPair::generate().context("generating a key")?;
+    let mut params = rcgen::CertificateParams::new(dns_names)?;
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("system:node:{node_name}"),
+    );
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "system:nodes");
+    let request = params.serialize_request(&key)?.pem()?;
+    let name = format!(
+        "{prefix}-{node_name}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let csr = serde_json::from_value(json!({
+        "apiVersion": "certificates.k8s.io/v1",
+        "kind": "CertificateSigningRequest",
+        "metadata": {"name": name},
+        "spec": {
+            "signerName": signer,
+            "request": base64::engine::general_purpose::STANDARD.encode(&request),
+            "usages": usages,
+        },
+    }))?;
+    Ok((key, csr))
 }

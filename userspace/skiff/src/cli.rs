@@ -108,6 +108,9 @@ pub struct UpArgs {
     /// Name of the sandbox (network namespace, cgroup and bpffs directory).
     #[arg(long, default_value = "skiff-sandbox")]
     pub sandbox_name: String,
+    /// A registry (HOST[:PORT], as seen from the node) pulled from over plain HTTP. Repeatable.
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]

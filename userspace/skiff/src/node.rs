@@ -58,6 +58,7 @@ pub fn start_containerd(
     data_dir: &Path,
     netns: Option<&Path>,
     cgroup: Option<&Path>,
+    insecure_registries: &[String],
 ) -> anyhow::Result<Containerd> {
     let dir = data_dir.join("containerd");
     let cni = data_dir.join("cni");
@@ -65,12 +66,21 @@ pub fn start_containerd(
         fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
     let socket = containerd_socket(data_dir);
+    // Host files here configure registries (mirrors, CAs, plain HTTP), containerd's own way.
+    let registry_hosts = dir.join("certs.d");
+    fs::create_dir_all(&registry_hosts)
+        .with_context(|| format!("creating {}", registry_hosts.display()))?;
+    for registry in insecure_registries {
+        skiff_kubelet::containerd::write_insecure_registry(&registry_hosts, registry)
+            .with_context(|| format!("configuring the insecure registry {registry}"))?;
+    }
     let config = skiff_kubelet::containerd::config(&skiff_kubelet::containerd::ContainerdPaths {
         dir: &dir,
         socket: &socket,
         cni_bin_dir: &cni.join("bin"),
         cni_conf_dir: &cni.join("net.d"),
         sandbox_image: PAUSE_IMAGE,
+        registry_hosts: Some(&registry_hosts),
     });
     let path = dir.join("config.toml");
     fs::write(&path, config).with_context(|| format!("writing {}", path.display()))?;
@@ -246,18 +256,20 @@ pub fn kubelet_config(
 }
 
 /// Runs the kubelet on a thread inside `netns`, reaching the API server through a forwarder on
-/// the node's loopback; `connect` builds its client for a given API URL.
+/// the node's loopback; `connect` builds its client for a given API URL. Returns the handle of
+/// the kubelet's runtime, whose threads live in `netns` (sockets it makes are the node's).
 pub fn spawn_kubelet_in_netns<F, Fut>(
     netns: PathBuf,
     upstream: SocketAddr,
     host: tokio::runtime::Handle,
     connect: F,
     config: skiff_kubelet::KubeletConfig,
-) -> anyhow::Result<()>
+) -> anyhow::Result<tokio::runtime::Handle>
 where
     F: FnOnce(String) -> Fut + Send + 'static,
     Fut: Future<Output = anyhow::Result<Client>>,
 {
+    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("kubelet".into())
         .spawn(move || {
@@ -270,6 +282,7 @@ where
                     .thread_name("kubelet-worker")
                     .enable_all()
                     .build()?;
+                let _ = handle_tx.send(runtime.handle().clone());
                 runtime.block_on(async move {
                     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
                     let local = listener.local_addr()?;
@@ -284,13 +297,15 @@ where
             }
         })
         .context("starting the kubelet thread")?;
-    Ok(())
+    handle_rx
+        .recv()
+        .context("the kubelet thread failed to start (see the log)")
 }
 
-/// Accepts on the node's loopback and connects to `upstream` from the agent's own namespace
-/// (the connect runs on `host`, whose threads live there): a socket stays in the namespace it
-/// was made in.
-async fn forward(listener: TcpListener, upstream: SocketAddr, host: tokio::runtime::Handle) {
+/// Accepts on `listener` and connects to `upstream` from the namespace of `host`'s threads (the
+/// agent's own for the API server, the node's for the kubelet API): a socket stays in the
+/// namespace it was made in.
+pub async fn forward(listener: TcpListener, upstream: SocketAddr, host: tokio::runtime::Handle) {
     loop {
         let Ok((mut inbound, _)) = listener.accept().await else {
             continue;
@@ -304,8 +319,8 @@ async fn forward(listener: TcpListener, upstream: SocketAddr, host: tokio::runti
                 Ok(Ok(mut outbound)) => {
                     let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                 }
-                Ok(Err(e)) => warn!(error = %e, %upstream, "reaching the API server"),
-                Err(e) => warn!(error = %e, "the API forwarder task failed"),
+                Ok(Err(e)) => warn!(error = %e, %upstream, "forwarding a connection"),
+                Err(e) => warn!(error = %e, %upstream, "the forwarder task failed"),
             }
         });
     }

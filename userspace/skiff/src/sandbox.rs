@@ -230,6 +230,9 @@ impl Child {
         .arg(cgroup)
         .arg("--bpffs")
         .arg(bpffs);
+        for registry in &args.insecure_registries {
+            cmd.args(["--insecure-registry", registry]);
+        }
         Self::start(
             cmd,
             &args.data_dir.join("agent.log"),

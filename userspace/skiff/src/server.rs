@@ -13,6 +13,7 @@ use skiff_apiserver::{
     ApiServer, Config,
     authn::Authenticator,
     authz::Authorizer,
+    kubelet::{self, KubeletClient},
     rbac::{self, RbacAuthorizer},
     router,
     satoken::TokenKeys,
@@ -137,8 +138,20 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
 async fn serve<S: Store>(args: &ServerArgs, store: Arc<S>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    // The API server's client certificate for kubelets (logs, exec, proxy, metrics), renewed
+    // like the other leaves; none in the insecure loopback mode, where those answer 503.
+    let kubelet = if args.insecure_loopback {
+        None
+    } else {
+        let pki = Arc::new(Pki::load_or_create(&args.data_dir.join("tls"))?);
+        let (leaf, _) = pki.ensure("kubelet-client", &kubelet::client_spec())?;
+        let client = Arc::new(KubeletClient::new(pki.ca_pem(), &leaf)?);
+        tokio::spawn(renew_kubelet_client(pki, Arc::clone(&client)));
+        Some(client)
+    };
     let config = Config {
         minor: args.kubernetes_minor,
+        kubelet,
         ..Config::default()
     };
     let bootstrap =
@@ -508,6 +521,23 @@ async fn renew(
         }
         if let Err(e) = ensure_admin(&pki, &kubeconfig, addr) {
             warn!(error = %e, "renewing the admin certificate; retrying later");
+        }
+    }
+}
+
+/// Renews the kubelet client certificate well before it expires, without a restart.
+async fn renew_kubelet_client(pki: Arc<Pki>, client: Arc<KubeletClient>) {
+    loop {
+        tokio::time::sleep(RENEW_CHECK).await;
+        match pki.ensure("kubelet-client", &kubelet::client_spec()) {
+            Ok((leaf, true)) => match client.replace(&leaf) {
+                Ok(()) => {
+                    info!(expires = %leaf.not_after, "renewed the kubelet client certificate");
+                }
+                Err(e) => warn!(error = %e, "loading the renewed kubelet client certificate"),
+            },
+            Ok((_, false)) => {}
+            Err(e) => warn!(error = %e, "renewing the kubelet client certificate; retrying later"),
         }
     }
 }

@@ -768,6 +768,14 @@ pub fn bootstrap_objects() -> Vec<Value> {
             &[(AGGREGATE_TO_VIEW, "true")],
             aggregate_to_view(),
         ),
+        // metrics-server's role (skiff serves metrics.k8s.io itself), so view, and through it
+        // edit and admin, can `kubectl top`. Upstream labels it for all three; view's own
+        // aggregation labels carry it to the others here without repeating the rule.
+        cluster_role(
+            "system:aggregated-metrics-reader",
+            &[(AGGREGATE_TO_VIEW, "true")],
+            vec![r(READ, &["metrics.k8s.io"], &["pods", "nodes"])],
+        ),
         cluster_role(
             "system:basic-user",
             &[],

@@ -350,7 +350,9 @@ fn bootstrap_aggregates_view_into_edit_into_admin() {
         rules_of(&objects, "edit"),
         rules_of(&objects, "admin"),
     );
-    assert_eq!(view, rules_of(&objects, "system:aggregate-to-view"));
+    let mut view_parts = rules_of(&objects, "system:aggregate-to-view");
+    view_parts.extend(rules_of(&objects, "system:aggregated-metrics-reader"));
+    assert_eq!(view, view_parts);
     assert!(covers(&edit, &view).is_ok());
     assert!(covers(&edit, &rules_of(&objects, "system:aggregate-to-edit")).is_ok());
     assert!(covers(&admin, &edit).is_ok());

@@ -7,6 +7,7 @@ pub mod probe;
 pub mod relist;
 pub mod spec;
 pub mod status;
+pub mod volumes;
 pub mod worker;
 
 use std::{
@@ -142,4 +143,8 @@ async fn remove_orphans<R: Runtime>(shared: &Arc<Shared<R>>, workers: &HashMap<S
             warn!(sandbox = %s.id, error = %e, "removing an orphaned sandbox");
         }
     }
+    // Volume directories of pods deleted while the kubelet was down (their containers went
+    // with the sandboxes above).
+    let keep: HashSet<String> = workers.keys().cloned().collect();
+    volumes::remove_orphaned_dirs(&shared.config.root_dir, &keep);
 }

@@ -8,7 +8,9 @@ use std::{
 };
 
 use futures_util::future::join_all;
-use k8s_openapi::api::core::v1::{Container, Pod, PodStatus, Secret};
+use k8s_openapi::api::core::v1::{
+    Container, Event, EventSource, ObjectReference, Pod, PodStatus, Secret, ServiceAccount,
+};
 use kube::{
     Api,
     api::{DeleteParams, Patch, PatchParams, Preconditions},
@@ -23,6 +25,7 @@ use super::{
     probe::Probes,
     spec::{self, LABEL_POD_UID},
     status,
+    volumes::{self, PodVolumes, VolumeError, Volumes, payload::Capacity},
 };
 use crate::{
     KubeletConfig,
@@ -60,6 +63,12 @@ pub enum SyncError {
         pod: String,
         #[source]
         source: kube::Error,
+    },
+    #[error("removing the volumes of pod {pod}: {source}")]
+    Volumes {
+        pod: String,
+        #[source]
+        source: VolumeError,
     },
 }
 
@@ -182,6 +191,15 @@ pub struct Worker<R> {
     cache: RuntimeCache,
     written: Option<PodStatus>,
     probes: Probes,
+    volumes: Volumes,
+    /// The volumes as last set up (what containers mount).
+    prepared: PodVolumes,
+    /// Whether the service account token is mounted (asked of the ServiceAccount once).
+    automount: Option<bool>,
+    /// The last FailedMount event's message (one event per distinct failure).
+    mount_event: Option<String>,
+    /// When the volumes were last set up without error, for which version of the pod.
+    volumes_synced: Option<(Instant, Option<String>)>,
 }
 
 fn key(pod: &Pod) -> String {
@@ -206,6 +224,11 @@ impl<R: Runtime> Worker<R> {
             cache: RuntimeCache::default(),
             written: None,
             probes: Probes::default(),
+            volumes: Volumes::default(),
+            prepared: PodVolumes::new(),
+            automount: None,
+            mount_event: None,
+            volumes_synced: None,
         }
     }
 
@@ -226,11 +249,17 @@ impl<R: Runtime> Worker<R> {
             }
             let Some(pod) = pod else {
                 // Deleted behind our back (force delete): nothing to wait for.
-                while let Err(e) = self.remove_everything(None, Duration::ZERO).await {
-                    warn!(error = %e, "cleaning up a deleted pod; retrying");
+                loop {
+                    let removed = match self.remove_everything(None, Duration::ZERO).await {
+                        Ok(()) => self.remove_volumes().map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    match removed {
+                        Ok(()) => return,
+                        Err(e) => warn!(error = %e, "cleaning up a deleted pod; retrying"),
+                    }
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
-                return;
             };
             let next = if pod.metadata.deletion_timestamp.is_some() {
                 match self.terminate(&pod).await {
@@ -265,9 +294,28 @@ impl<R: Runtime> Worker<R> {
 
     /// One reconcile pass; returns when to look again.
     pub async fn sync(&mut self, pod: &Pod) -> Result<Duration, SyncError> {
+        let with_account = self.with_service_account(pod).await;
+        let pod = with_account.as_ref().unwrap_or(pod);
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let rt = Arc::clone(&self.shared.runtime);
         let mut requeue = self.shared.config.resync_interval;
+        // Volumes first: new pods need them before anything starts, running ones get updated
+        // ConfigMaps, Secrets and tokens.
+        let volume_error = self.setup_volumes(pod).await;
+        if volume_error.is_some() {
+            requeue = requeue.min(
+                self.shared
+                    .config
+                    .sync_interval
+                    .max(Duration::from_millis(500)),
+            );
+        }
+        if let Some(s) = self
+            .volumes
+            .next_refresh(jiff::Timestamp::now().as_second())
+        {
+            requeue = requeue.min(Duration::from_secs(u64::try_from(s).unwrap_or(0).max(1)));
+        }
         let mut obs = observe(&*rt, &uid, &mut self.cache).await?;
         // Runs that failed their liveness (or startup) probe are stopped; the plan restarts
         // them per restartPolicy.
@@ -289,6 +337,10 @@ impl<R: Runtime> Worker<R> {
         // container has to finish first.
         for _ in 0..4 {
             plan = plan::plan(pod, &obs, &mut self.backoff, now_nanos());
+            if volume_error.is_some() {
+                // Nothing starts without its volumes (upstream waits in the same way).
+                plan.actions.retain(|a| *a == Action::StopPod);
+            }
             if plan.actions.is_empty() {
                 break;
             }
@@ -350,6 +402,23 @@ impl<R: Runtime> Worker<R> {
             waiting
                 .entry(name.clone())
                 .or_insert_with(|| reason.clone());
+        }
+        if let Some(message) = &volume_error {
+            let spec = pod.spec.clone().unwrap_or_default();
+            let inits = spec
+                .init_containers
+                .iter()
+                .flatten()
+                .map(|c| (c, "PodInitializing"));
+            let mains = spec.containers.iter().map(|c| (c, "ContainerCreating"));
+            for (c, reason) in inits.chain(mains) {
+                // Only what never ran: a finished or restarting container keeps its state.
+                if obs.latest(&c.name).is_none() {
+                    waiting
+                        .entry(c.name.clone())
+                        .or_insert_with(|| (reason.to_owned(), message.clone()));
+                }
+            }
         }
         self.write_status(pod, &obs, &waiting).await?;
         Ok(requeue)
@@ -482,8 +551,16 @@ impl<R: Runtime> Worker<R> {
         let envs = env::resolve(&self.shared.client, pod, container, &placement)
             .await
             .map_err(|e| Start::Waiting("CreateContainerConfigError".into(), e.to_string()))?;
-        let config =
+        let privileged = container
+            .security_context
+            .as_ref()
+            .and_then(|s| s.privileged)
+            .unwrap_or(false);
+        let mounts = volumes::container_mounts(container, &self.prepared, &envs, privileged)
+            .map_err(|e| Start::Waiting("CreateContainerConfigError".into(), e.to_string()))?;
+        let mut config =
             spec::container_config(pod, container, attempt, &envs, self.shared.memory_capacity);
+        config.mounts = mounts;
         let id = rt
             .create_container(&sandbox.id, config, sandbox_config)
             .await
@@ -695,6 +772,11 @@ impl<R: Runtime> Worker<R> {
         info!(pod = key(pod), grace, "terminating");
         self.remove_everything(Some(pod), Duration::from_secs(grace))
             .await?;
+        // The API object goes only once the volumes are cleaned up (upstream's order).
+        self.remove_volumes().map_err(|source| SyncError::Volumes {
+            pod: key(pod),
+            source,
+        })?;
         let api: Api<Pod> = Api::namespaced(
             self.shared.client.clone(),
             pod.metadata.namespace.as_deref().unwrap_or("default"),
@@ -718,6 +800,143 @@ impl<R: Runtime> Worker<R> {
                 pod: key(pod),
                 source,
             }),
+        }
+    }
+}
+
+impl<R: Runtime> Worker<R> {
+    /// The pod with the kubelet's service account volume when it needs one (see
+    /// [`volumes::with_service_account`]); `None` when the pod is mounted as it is.
+    async fn with_service_account(&mut self, pod: &Pod) -> Option<Pod> {
+        if !self.shared.config.service_account_volume {
+            return None;
+        }
+        let automount = match (
+            self.automount,
+            pod.spec.as_ref()?.automount_service_account_token,
+        ) {
+            (Some(a), _) | (None, Some(a)) => a,
+            (None, None) => {
+                let api: Api<ServiceAccount> = Api::namespaced(
+                    self.shared.client.clone(),
+                    pod.metadata.namespace.as_deref().unwrap_or("default"),
+                );
+                match api.get_opt(volumes::service_account(pod)).await {
+                    Ok(sa) => {
+                        let a = sa
+                            .and_then(|sa| sa.automount_service_account_token)
+                            .unwrap_or(true);
+                        self.automount = Some(a);
+                        a
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "reading the pod's service account");
+                        // Asked again next pass, unless this kubelet may not read it.
+                        if matches!(&e, kube::Error::Api(s) if s.code == 403) {
+                            self.automount = Some(true);
+                        }
+                        true
+                    }
+                }
+            }
+        };
+        volumes::with_service_account(pod, automount)
+    }
+
+    /// Sets up or refreshes the pod's volumes; the error message (also sent as a FailedMount
+    /// event) when one could not be.
+    async fn setup_volumes(&mut self, pod: &Pod) -> Option<String> {
+        // A finished pod runs nothing again: its volumes stay as they are until deletion.
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, Some("Succeeded" | "Failed")) {
+            return None;
+        }
+        let config = &self.shared.config;
+        // Probe results and relists sync a pod often: the API is asked again only for a new
+        // pod version, a due token, or twice per resync period.
+        let now = jiff::Timestamp::now().as_second();
+        let fresh = self.volumes_synced.as_ref().is_some_and(|(at, version)| {
+            *version == pod.metadata.resource_version && at.elapsed() < config.resync_interval / 2
+        });
+        if fresh && self.volumes.next_refresh(now) != Some(0) {
+            return None;
+        }
+        let ctx = volumes::Context {
+            root_dir: &config.root_dir,
+            pod,
+            capacity: Capacity {
+                cpus: std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
+                memory_bytes: self.shared.memory_capacity,
+            },
+            tmpfs: config.volume_tmpfs,
+            cluster_ca: config.cluster_ca.as_deref(),
+            now,
+        };
+        match self.volumes.setup(&self.shared.client, &ctx).await {
+            Ok(prepared) => {
+                self.prepared = prepared;
+                self.mount_event = None;
+                self.volumes_synced = Some((Instant::now(), pod.metadata.resource_version.clone()));
+                None
+            }
+            Err(e) => {
+                self.volumes_synced = None;
+                let message = e.to_string();
+                if self.mount_event.as_ref() != Some(&message) {
+                    warn!(pod = key(pod), error = %message, "volume setup failed");
+                    self.record_event(pod, "FailedMount", &message).await;
+                    self.mount_event = Some(message.clone());
+                }
+                Some(message)
+            }
+        }
+    }
+
+    /// Removes the pod's volume directory (once its containers are gone).
+    fn remove_volumes(&self) -> Result<(), VolumeError> {
+        match &self.uid {
+            Some(uid) => volumes::remove_pod_dir(&self.shared.config.root_dir, uid),
+            None => Ok(()),
+        }
+    }
+
+    /// A Warning event about the pod (best effort: a failure is only logged).
+    async fn record_event(&self, pod: &Pod, reason: &str, message: &str) {
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let now = jiff::Timestamp::now();
+        let time = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now);
+        let event = Event {
+            metadata: kube::api::ObjectMeta {
+                name: Some(format!("{name}.{:x}", now.as_nanosecond())),
+                namespace: Some(namespace.to_owned()),
+                ..Default::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(name),
+                namespace: Some(namespace.to_owned()),
+                uid: pod.metadata.uid.clone(),
+                ..Default::default()
+            },
+            reason: Some(reason.to_owned()),
+            message: Some(message.to_owned()),
+            type_: Some("Warning".into()),
+            source: Some(EventSource {
+                component: Some("kubelet".into()),
+                host: Some(self.shared.config.node_name.clone()),
+            }),
+            reporting_component: Some("kubelet".into()),
+            reporting_instance: Some(self.shared.config.node_name.clone()),
+            first_timestamp: Some(time.clone()),
+            last_timestamp: Some(time),
+            count: Some(1),
+            ..Default::default()
+        };
+        let api: Api<Event> = Api::namespaced(self.shared.client.clone(), namespace);
+        if let Err(e) = api.create(&kube::api::PostParams::default(), &event).await {
+            warn!(error = %e, "recording an event");
         }
     }
 }
