@@ -57,6 +57,12 @@ impl Allocator {
         Ipv4Addr::from(self.network + 1)
     }
 
+    /// The cluster DNS address: the tenth of the network (10.96.0.10 by default), below the
+    /// range handed out dynamically, as kubeadm and k3s place it.
+    pub fn dns_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.network + 10)
+    }
+
     /// Claims `requested`, or any free address.
     pub async fn ip<S: Store>(
         &self,

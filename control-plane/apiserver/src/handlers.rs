@@ -517,6 +517,18 @@ fn generate_name(prefix: &str) -> String {
     format!("{prefix}{suffix}")
 }
 
+/// The `automountServiceAccountToken` of the pod's ServiceAccount, if it says.
+async fn account_automount<S: Store>(api: &Api<S>, ns: Option<&str>, pod: &Value) -> Option<bool> {
+    let name = pod["spec"]["serviceAccountName"].as_str()?;
+    let r = skiff_api::registry::find("", "v1", "serviceaccounts")?;
+    let kv = api
+        .store
+        .get(&objects::key(r, ns, name), None)
+        .await
+        .ok()??;
+    objects::decode(&kv).ok()?["automountServiceAccountToken"].as_bool()
+}
+
 async fn check_namespace<S: Store>(
     api: &Api<S>,
     r: &Resource,
@@ -653,6 +665,13 @@ async fn create_object<S: Store>(
     check_namespace(api, r, ns.as_deref(), &name).await?;
     // Before the uid: a new Namespace's `kubernetes` finalizer is added only while it has none.
     machinery::apply_defaults(r, &mut obj);
+    // The ServiceAccount admission plugin's token volume; without a token issuer (the insecure
+    // test mode) there would be no token to mount.
+    if r.kind == "Pod" && r.group.is_empty() && api.tokens.is_some() {
+        let automount = account_automount(api, ns.as_deref(), &obj).await;
+        let suffix = generate_name("");
+        skiff_api::defaults::mount_service_account_token(&mut obj, automount, &suffix);
+    }
     let meta = objects::meta_mut(&mut obj)?;
     meta.insert("uid".into(), json!(objects::new_uid()));
     meta.insert("creationTimestamp".into(), json!(objects::now()));

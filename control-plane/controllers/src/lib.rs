@@ -28,6 +28,7 @@ mod job;
 pub mod nodeipam;
 mod nodelifecycle;
 mod replicaset;
+pub mod rootca;
 mod statefulset;
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -61,6 +62,9 @@ pub struct Options {
     /// Pod addresses of the whole cluster; each node gets a `node_cidr_mask` subnet of it.
     pub cluster_cidr: (std::net::Ipv4Addr, u8),
     pub node_cidr_mask: u8,
+    /// The cluster CA (PEM) published in every namespace as `kube-root-ca.crt`; `None` publishes
+    /// nothing.
+    pub root_ca: Option<String>,
 }
 
 impl Default for Options {
@@ -73,6 +77,7 @@ impl Default for Options {
             hpa_sync_period: Duration::from_secs(15),
             cluster_cidr: (std::net::Ipv4Addr::new(10, 244, 0, 0), 16),
             node_cidr_mask: 24,
+            root_ca: None,
         }
     }
 }
@@ -153,6 +158,11 @@ pub async fn run(client: Client, options: Options) {
         certificates::run(Arc::clone(&ctx)),
     );
     spawn(&mut tasks, "node-ipam", nodeipam::run(Arc::clone(&ctx)));
+    spawn(
+        &mut tasks,
+        "root-ca-cert-publisher",
+        rootca::run(Arc::clone(&ctx)),
+    );
     spawn(
         &mut tasks,
         "horizontal-pod-autoscaler",

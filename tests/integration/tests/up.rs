@@ -410,6 +410,39 @@ fn node_streams_and_volumes(kubectl: &dyn Fn(&[&str]) -> String, dir: &Path, nod
         "{tty:?}"
     );
 
+    // Names resolve from pods: their resolv.conf names kube-dns, which the socket LB leaves
+    // to the node's own DNS.
+    let web_ip = kubectl(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    let lookup = kubectl(&[
+        "exec",
+        "logger",
+        "--",
+        "nslookup",
+        "web.default.svc.cluster.local",
+    ]);
+    assert!(lookup.contains(web_ip.trim()), "{lookup}");
+    let resolv = kubectl(&["exec", "logger", "--", "cat", "/etc/resolv.conf"]);
+    for line in [
+        "nameserver 10.96.0.10",
+        "search default.svc.cluster.local svc.cluster.local cluster.local",
+        "options ndots:5",
+    ] {
+        assert!(
+            resolv.contains(line),
+            "{line} in the pod's resolv.conf:\n{resolv}"
+        );
+    }
+    let dns = kubectl(&[
+        "get",
+        "service",
+        "kube-dns",
+        "-n",
+        "kube-system",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    assert_eq!(dns, "10.96.0.10");
+
     // Previous logs once the crasher has restarted.
     common::eventually("crasher to restart", Duration::from_secs(90), || {
         let n = kubectl(&[
@@ -532,6 +565,16 @@ fn node_streams_and_volumes(kubectl: &dyn Fn(&[&str]) -> String, dir: &Path, nod
         read("/var/run/secrets/kubernetes.io/serviceaccount/namespace").as_deref(),
         Some("default")
     );
+    // The ServiceAccount admission's volume, fed by the root CA publisher's ConfigMap.
+    let volumes = kubectl(&[
+        "get",
+        "pod",
+        "cfg",
+        "-o",
+        "jsonpath={.spec.volumes[*].name}",
+    ]);
+    assert!(volumes.contains("kube-api-access-"), "{volumes}");
+    assert!(kubectl(&["get", "configmap", "kube-root-ca.crt"]).contains("kube-root-ca.crt"));
     assert_eq!(
         read("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"),
         std::fs::read_to_string(dir.join("tls/ca.crt")).ok()

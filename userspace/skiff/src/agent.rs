@@ -88,6 +88,11 @@ pub struct AgentArgs {
     /// without verifying it (a local or lab registry). Repeatable.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
+    /// How pod traffic reaches other nodes: `none` routes each node's pod CIDR via its address
+    /// (nodes on one L2 segment); `vxlan` encapsulates it in UDP 8472 between node addresses
+    /// (any IP path between nodes; pods' MTU is then 50 below the node interface's).
+    #[arg(long, value_enum, default_value_t = crate::overlay::Overlay::None)]
+    pub overlay: crate::overlay::Overlay,
 }
 
 pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
@@ -216,12 +221,31 @@ async fn agent(args: &AgentArgs, node_name: String) -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || crate::node::ensure_pause_image(&dir, &sock))
                 .await??;
         }
-        let status = crate::node::install_cni(&args.data_dir, &args.bpffs)?;
-        tokio::spawn(crate::routes::run(
-            client.clone(),
-            node_name.clone(),
-            args.netns.clone(),
-        ));
+        let pod_mtu = match args.overlay {
+            crate::overlay::Overlay::None => {
+                tokio::spawn(crate::routes::run(
+                    client.clone(),
+                    node_name.clone(),
+                    args.netns.clone(),
+                ));
+                None
+            }
+            crate::overlay::Overlay::Vxlan => {
+                let local =
+                    node_ip.context("--overlay vxlan needs the node's address (--node-ip)")?;
+                let underlay = crate::overlay::underlay_mtu(args.netns.as_deref(), local)?;
+                tokio::spawn(crate::overlay::run(
+                    client.clone(),
+                    node_name.clone(),
+                    args.netns.clone(),
+                    local,
+                    underlay,
+                ));
+                // Full-size pod packets must still fit the underlay once encapsulated.
+                Some(underlay - crate::overlay::OVERHEAD)
+            }
+        };
+        let status = crate::node::install_cni(&args.data_dir, &args.bpffs, pod_mtu)?;
         // Finishes once the CIDR is known: not one of the tasks whose end stops the agent.
         tokio::spawn(crate::node::follow_pod_cidr(
             client.clone(),

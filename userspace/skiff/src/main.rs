@@ -5,6 +5,7 @@ mod agent;
 mod cli;
 mod node;
 mod output;
+mod overlay;
 mod routes;
 mod sandbox;
 mod server;

@@ -147,7 +147,8 @@ pub fn ensure_pause_image(data_dir: &Path, socket: &Path) -> anyhow::Result<()> 
 
 /// Installs skiff-cni (found next to this binary) and its conflist for the node's containerd,
 /// with the `loopback` plugin containerd also runs; returns the status file the plugin reads.
-pub fn install_cni(data_dir: &Path, bpffs: &Path) -> anyhow::Result<PathBuf> {
+/// `mtu` is the pods' (both veth ends), 1500 by default.
+pub fn install_cni(data_dir: &Path, bpffs: &Path, mtu: Option<u32>) -> anyhow::Result<PathBuf> {
     let cni = data_dir.join("cni");
     let bin = cni.join("bin");
     let exe = std::env::current_exe().context("finding the skiff binary")?;
@@ -172,6 +173,7 @@ pub fn install_cni(data_dir: &Path, bpffs: &Path) -> anyhow::Result<PathBuf> {
             data_dir: cni.join("ipam"),
             status_file: status.clone(),
             bpffs: Some(bpffs.to_owned()),
+            mtu: mtu.unwrap_or(skiff_cni::install::ConflistOptions::default().mtu),
             ..skiff_cni::install::ConflistOptions::default()
         },
     )?;

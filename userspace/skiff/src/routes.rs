@@ -1,6 +1,7 @@
 //! Direct routing between nodes: each other node's pod CIDR is routed via that node's
 //! InternalIP from this node's network namespace (DESIGN.md: L3, no overlay, for nodes that share
-//! an L2 segment). A reconciler over the Node list: routes follow nodes as they come and go.
+//! an L2 segment; `--overlay vxlan`, in overlay.rs, is for nodes that do not). A reconciler
+//! over the Node list: routes follow nodes as they come and go.
 
 use std::{
     collections::BTreeMap,

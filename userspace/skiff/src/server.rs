@@ -419,6 +419,7 @@ async fn controller_manager(components: Arc<Components>, args: ServerArgs) {
         node_monitor_grace: args.node_monitor_grace_period,
         cluster_cidr: args.cluster_cidr,
         node_cidr_mask: args.node_cidr_mask_size,
+        root_ca: components.pki.as_ref().map(|pki| pki.ca_pem().to_owned()),
         signer,
         ..skiff_controllers::Options::default()
     };

@@ -746,3 +746,71 @@ fn binding(o: &mut Obj) {
         }
     }
 }
+
+/// Where the service account's token, CA and namespace appear in containers.
+pub const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The ServiceAccount admission plugin's token volume, added to a Pod when it is created: a
+/// projected `kube-api-access-<suffix>` volume (a bound token, the `kube-root-ca.crt` CA and the
+/// namespace) mounted read-only at [`SERVICE_ACCOUNT_MOUNT`] in every container. Nothing is
+/// added when the pod or its account (`account_automount`) opts out, or a container already
+/// mounts something there.
+pub fn mount_service_account_token(pod: &mut Value, account_automount: Option<bool>, suffix: &str) {
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let automount = spec
+        .get("automountServiceAccountToken")
+        .and_then(Value::as_bool)
+        .or(account_automount)
+        .unwrap_or(true);
+    let lists = ["initContainers", "containers"];
+    let taken = lists.iter().any(|list| {
+        spec.get(*list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c["volumeMounts"].as_array().cloned().unwrap_or_default())
+            .any(|m| {
+                m["mountPath"].as_str().map(|p| p.trim_end_matches('/'))
+                    == Some(SERVICE_ACCOUNT_MOUNT)
+            })
+    });
+    let has_volume = spec
+        .get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|v| {
+            v["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("kube-api-access-"))
+        });
+    if !automount || taken || has_volume {
+        return;
+    }
+    let name = format!("kube-api-access-{suffix}");
+    let volume = json!({"name": name, "projected": {"defaultMode": 420, "sources": [
+        {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace",
+            "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+    ]}});
+    match spec.get_mut("volumes").and_then(Value::as_array_mut) {
+        Some(volumes) => volumes.push(volume),
+        None => {
+            spec.insert("volumes".to_owned(), json!([volume]));
+        }
+    }
+    for list in lists {
+        for c in items(spec, list) {
+            let mount = json!({"name": name, "mountPath": SERVICE_ACCOUNT_MOUNT, "readOnly": true});
+            match c.get_mut("volumeMounts").and_then(Value::as_array_mut) {
+                Some(mounts) => mounts.push(mount),
+                None => {
+                    c.insert("volumeMounts".to_owned(), json!([mount]));
+                }
+            }
+        }
+    }
+}

@@ -623,3 +623,75 @@ fn defaulting_is_idempotent_and_never_panics_for_every_kind() {
         }
     }
 }
+
+#[test]
+fn pods_get_the_service_account_token_volume_unless_they_opt_out() {
+    let pod = || {
+        json!({"metadata": {"name": "p", "namespace": "d"}, "spec": {
+            "initContainers": [{"name": "init", "image": "i"}],
+            "containers": [{"name": "a", "image": "i", "volumeMounts": [{"name": "x", "mountPath": "/x"}]},
+                           {"name": "b", "image": "i"}],
+            "volumes": [{"name": "x", "emptyDir": {}}]}})
+    };
+    let mut p = pod();
+    mount_service_account_token(&mut p, None, "abcde");
+    let volume = &p["spec"]["volumes"][1];
+    assert_eq!(volume["name"], "kube-api-access-abcde");
+    let sources = volume["projected"]["sources"].as_array().expect("sources");
+    assert_eq!(sources[0]["serviceAccountToken"]["expirationSeconds"], 3607);
+    assert_eq!(sources[1]["configMap"]["name"], "kube-root-ca.crt");
+    assert_eq!(sources[2]["downwardAPI"]["items"][0]["path"], "namespace");
+    for (list, i) in [("initContainers", 0), ("containers", 0), ("containers", 1)] {
+        let mounts = p["spec"][list][i]["volumeMounts"]
+            .as_array()
+            .expect("mounts");
+        let last = mounts.last().expect("a mount");
+        assert_eq!(last["mountPath"], SERVICE_ACCOUNT_MOUNT, "{list}[{i}]");
+        assert_eq!(last["readOnly"], true);
+    }
+    // Idempotent: a second pass adds nothing.
+    let again = {
+        let mut q = p.clone();
+        mount_service_account_token(&mut q, None, "zzzzz");
+        q
+    };
+    assert_eq!(again, p);
+
+    for (mut p, account) in [
+        (
+            {
+                let mut p = pod();
+                p["spec"]["automountServiceAccountToken"] = json!(false);
+                p
+            },
+            None,
+        ),
+        (pod(), Some(false)),
+        (
+            {
+                let mut p = pod();
+                p["spec"]["containers"][1]["volumeMounts"] =
+                    json!([{"name": "own", "mountPath": format!("{SERVICE_ACCOUNT_MOUNT}/")}]);
+                p
+            },
+            None,
+        ),
+    ] {
+        let before = p.clone();
+        mount_service_account_token(&mut p, account, "abcde");
+        assert_eq!(p, before);
+    }
+    // The pod's own choice wins over its account's.
+    let mut p = pod();
+    p["spec"]["automountServiceAccountToken"] = json!(true);
+    mount_service_account_token(&mut p, Some(false), "abcde");
+    assert_eq!(p["spec"]["volumes"].as_array().map(Vec::len), Some(2));
+    // Malformed pods are left alone.
+    for mut bad in [
+        json!({"spec": "x"}),
+        json!(null),
+        json!({"spec": {"containers": [1]}}),
+    ] {
+        mount_service_account_token(&mut bad, None, "abcde");
+    }
+}

@@ -123,3 +123,55 @@ async fn deleting_a_namespace_removes_everything_then_the_namespace() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn every_namespace_gets_the_root_ca_and_keeps_it() {
+    const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let options = skiff_controllers::Options {
+        root_ca: Some(CA.to_owned()),
+        ..skiff_controllers::Options::default()
+    };
+    let cluster = Cluster::start(&["n1"], options).await;
+    let c = cluster.client.clone();
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "fresh"}})).unwrap();
+    Api::<Namespace>::all(c.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let published = |ns: &'static str| {
+        let api = Api::<ConfigMap>::namespaced(c.clone(), ns);
+        async move {
+            api.get_opt("kube-root-ca.crt")
+                .await
+                .unwrap()
+                .and_then(|cm| cm.data)
+                .and_then(|d| d.get("ca.crt").cloned())
+        }
+    };
+    for ns in ["default", "kube-system", "fresh"] {
+        eventually(
+            &format!("the root CA in {ns}"),
+            Duration::from_secs(10),
+            || async { (published(ns).await.as_deref() == Some(CA)).then_some(()) },
+        )
+        .await;
+    }
+    // Changed or deleted: restored.
+    let api = Api::<ConfigMap>::namespaced(c.clone(), "fresh");
+    let mut cm = api.get("kube-root-ca.crt").await.unwrap();
+    cm.data = Some([("ca.crt".to_owned(), "forged".to_owned())].into());
+    api.replace("kube-root-ca.crt", &PostParams::default(), &cm)
+        .await
+        .unwrap();
+    eventually("the CA restored", Duration::from_secs(10), || async {
+        (published("fresh").await.as_deref() == Some(CA)).then_some(())
+    })
+    .await;
+    api.delete("kube-root-ca.crt", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the CA recreated", Duration::from_secs(10), || async {
+        (published("fresh").await.as_deref() == Some(CA)).then_some(())
+    })
+    .await;
+}
