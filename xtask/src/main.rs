@@ -5,6 +5,8 @@ mod bench;
 mod bench_api;
 mod bench_api_auth;
 mod bench_cni;
+#[cfg(feature = "bench")]
+mod bench_pods;
 mod bench_scheduler;
 mod codegen;
 mod setup;

@@ -865,6 +865,48 @@ spec:
         ),
     );
     kubectl(&["rollout", "status", "daemonset/everywhere", "--timeout=90s"]);
+
+    // The HPA on the kubelets' CPU readings (metrics.k8s.io): a busy pod using twice its
+    // request is scaled out to the maximum.
+    apply(
+        "burner.yaml",
+        format!(
+            r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: burner}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: burner}}}}
+  template:
+    metadata: {{labels: {{app: burner}}}}
+    spec:
+      containers:
+      - name: app
+        image: "{BUSYBOX}"
+        command: [sh, -c, "while :; do :; done"]
+        resources: {{requests: {{cpu: 50m}}, limits: {{cpu: 100m}}}}
+"#
+        ),
+    );
+    kubectl(&[
+        "autoscale",
+        "deployment",
+        "burner",
+        "--cpu-percent=50",
+        "--min=1",
+        "--max=2",
+    ]);
+    common::eventually("the HPA to scale out", Duration::from_secs(120), || {
+        let replicas = kubectl(&[
+            "get",
+            "hpa",
+            "burner",
+            "-o",
+            "jsonpath={.status.desiredReplicas}",
+        ]);
+        (replicas == "2").then_some(())
+    });
+    kubectl(&["delete", "deployment", "burner", "--wait=false"]);
     let on = kubectl(&[
         "get",
         "pods",

@@ -66,7 +66,18 @@ pub struct LbTable<M> {
 impl<M: LbMaps> LbTable<M> {
     /// Adopts what the maps hold. Leftovers of an interrupted writer (slots of an idle bank,
     /// backends no slot names) are removed; live records and slots are never touched.
-    pub fn open(mut maps: M) -> Result<Self, TableError> {
+    pub fn open(maps: M) -> Result<Self, TableError> {
+        Self::load(maps, true)
+    }
+
+    /// Reads what the maps hold without writing anything, for inspection beside a live writer
+    /// (whose half-written idle bank [`LbTable::open`] would take for leftovers and remove).
+    /// Only reading methods make sense on the result.
+    pub fn inspect(maps: M) -> Result<Self, TableError> {
+        Self::load(maps, false)
+    }
+
+    fn load(mut maps: M, repair: bool) -> Result<Self, TableError> {
         let dump = maps.dump_services()?;
         let all: HashMap<Lb4Key, Lb4Service> = dump.iter().copied().collect();
         let mut services = BTreeMap::new();
@@ -90,7 +101,7 @@ impl<M: LbMaps> LbTable<M> {
             );
         }
         for (key, _) in dump.iter().filter(|(k, _)| k.slot != 0) {
-            if !live_slots.contains(key) {
+            if repair && !live_slots.contains(key) {
                 maps.delete_service(key)?;
             }
         }
@@ -104,7 +115,9 @@ impl<M: LbMaps> LbTable<M> {
         let mut max_id = 0;
         for (id, value) in maps.dump_backends()? {
             let Some(&count) = refs.get(&id) else {
-                maps.delete_backend(id)?;
+                if repair {
+                    maps.delete_backend(id)?;
+                }
                 continue;
             };
             let identity = identity_of(&value);
@@ -133,7 +146,8 @@ impl<M: LbMaps> LbTable<M> {
                 Some(s) if s.record.bank == key.bank && key.index < s.record.maglev_size => {
                     s.maglev[key.index as usize] = id;
                 }
-                _ => maps.delete_maglev(&key)?,
+                _ if repair => maps.delete_maglev(&key)?,
+                _ => {}
             }
         }
         let rev_nat_used: BTreeSet<u16> = services.values().map(|s| s.record.rev_nat_id).collect();
@@ -687,6 +701,14 @@ mod tests {
             },
         );
         maps.backends.insert(99, Backend4::default());
+        // An inspector beside a live writer sees the published sets and touches nothing: the
+        // idle bank may be a writer's work in progress.
+        let writes = maps.writes;
+        let seen = LbTable::inspect(maps.clone()).unwrap();
+        assert_eq!(seen.list(), vec![svc(1, &[1, 2]), svc(2, &[3])]);
+        assert_eq!(seen.maps().writes, writes);
+        assert!(seen.maps().services.contains_key(&stray));
+        assert!(seen.maps().backends.contains_key(&99));
         let t = LbTable::open(maps).unwrap();
         assert!(!t.maps().services.contains_key(&stray));
         assert!(!t.maps().backends.contains_key(&99));

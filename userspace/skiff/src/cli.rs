@@ -372,7 +372,11 @@ fn lb(cmd: LbCommand) -> anyhow::Result<()> {
             }
         }
         LbCommand::List { bpffs, output } => {
-            let services = open_table(&bpffs.bpffs)?.list();
+            // Read-only: an agent may be writing these maps right now.
+            let maps = PinnedLbMaps::open(&bpffs.bpffs)?;
+            let services = LbTable::inspect(maps)
+                .with_context(|| format!("reading the maps under {}", bpffs.bpffs.display()))?
+                .list();
             let mut out = std::io::stdout().lock();
             match output {
                 Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&services)?)?,

@@ -71,6 +71,10 @@ enum Which {
     /// TCP throughput and request/response latency on one node, ADD and DEL latency. Writes
     /// target/bench/cni.md.
     Cni,
+    /// A `skiff up --sandbox` node: pod startup latency (10 pods one at a time, 100 back to
+    /// back), EndpointSlice patch to the node's maps, the agent's RSS and CPU. Writes
+    /// target/bench/pods.md.
+    Pods,
 }
 
 /// Options of `cargo xtask bench datapath`.
@@ -124,6 +128,7 @@ pub fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
         Which::Api { quick } => crate::bench_api::build_and_run(root, *quick),
         Which::Scheduler { quick } => crate::bench_scheduler::build_and_run(root, *quick),
         Which::Cni => crate::bench_cni::build_and_run(root),
+        Which::Pods => crate::bench_pods::build_and_run(root),
     }
 }
 
@@ -151,7 +156,8 @@ pub fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
     if let Which::Cni = &args.which {
         return crate::bench_cni::build_and_run(root);
     }
-    // Release: skiff's programming times are measured in-process, and an unoptimised LbTable
+    // The pods benchmark reads the node's pinned maps through the datapath crate, so it hands
+    // over too. Release: skiff's programming times are measured in-process, and an unoptimised LbTable
     // would be measuring the compiler, not the datapath.
     eprintln!("==> building xtask --release with the bench feature (it links the datapath)");
     let mut child = crate::cargo()
