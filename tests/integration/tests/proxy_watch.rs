@@ -21,7 +21,7 @@ use skiff_datapath::{LbMaps as _, PinnedLbMaps};
 use skiff_proxy::{NodeIdentity, Proxy, WatchConfig, WatchHandle};
 use skiff_test_support::require_root;
 
-const VIP: &str = "10.96.0.10:80";
+const VIP: &str = "10.96.0.20:80";
 
 fn slice_patch(addresses: &[Ipv4Addr]) -> Patch<serde_json::Value> {
     let endpoints: Vec<_> = addresses
@@ -67,7 +67,7 @@ fn api_changes_reach_the_pinned_maps_and_traffic_follows() {
     runtime.block_on(async {
         let svc: Service = serde_json::from_value(json!({
             "metadata": {"name": "web", "namespace": "default"},
-            "spec": {"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"],
+            "spec": {"clusterIP": "10.96.0.20", "clusterIPs": ["10.96.0.20"],
                      "ports": [{"port": 80, "targetPort": BACKEND_PORT, "protocol": "TCP"}]},
         }))
         .unwrap();
