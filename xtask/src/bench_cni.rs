@@ -1,8 +1,10 @@
 //! `cargo xtask bench cni`: skiff-cni (with its eBPF redirect, and routed only) against
-//! Debian's bridge + host-local, in the same topology in one run: a node namespace and pods
-//! made by each plugin. Pod-to-pod TCP throughput (iperf3), request/response over one
-//! keep-alive connection (wrk against nginx in the other pod), and ADD and DEL latency of the
-//! release plugin. Writes target/bench/cni.md.
+//! Debian's bridge + host-local, in the same topologies in one run: a node namespace and pods
+//! made by each plugin, and two node namespaces joined by a veth pair (direct routing between
+//! them, and skiff's VXLAN overlay) with a pod on each. Pod-to-pod TCP throughput (iperf3),
+//! request/response over one keep-alive connection (wrk against nginx in the other pod), on one
+//! node and across nodes; ADD and DEL latency of the release plugin. Writes
+//! target/bench/cni.md.
 //!
 //! Network safety: every address exists only inside the namespaces this benchmark creates
 //! (`skt<pid>-...`), which are removed on drop, also on failure.
@@ -88,18 +90,96 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the plugin under test is, and how it is configured for a node.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    SkiffRedirect,
+    SkiffRouted,
+    Bridge,
+}
+
+impl Kind {
+    const ALL: [Self; 3] = [Self::SkiffRedirect, Self::SkiffRouted, Self::Bridge];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::SkiffRedirect => "skiff-cni, eBPF redirect",
+            Self::SkiffRouted => "skiff-cni, routed",
+            Self::Bridge => "bridge + host-local",
+        }
+    }
+}
+
+/// The plugin binaries and the directories every node's state goes under.
+struct Setup {
+    skiff: PathBuf,
+    bridge: PathBuf,
+    scratch: PathBuf,
+    pins: PathBuf,
+}
+
 struct Variant {
     name: &'static str,
     plugin: PathBuf,
     conf: Value,
 }
 
+impl Setup {
+    /// The plugin and its configuration for the node tagged `node`: pods from `subnet`, and IPAM
+    /// state and eBPF pins of its own, so two nodes share nothing (an endpoint map shared by
+    /// two nodes would redirect to an interface index of the other node's namespace).
+    fn variant(
+        &self,
+        kind: Kind,
+        node: &str,
+        subnet: &str,
+        mtu: Option<u32>,
+    ) -> anyhow::Result<Variant> {
+        let dir = self.scratch.join(node).display().to_string();
+        let mut conf = match kind {
+            Kind::SkiffRedirect | Kind::SkiffRouted => {
+                let mut conf = serde_json::json!({"cniVersion": "1.1.0", "type": "skiff-cni",
+                    "ipam": {"subnet": subnet, "dataDir": format!("{dir}/ipam")}});
+                if kind == Kind::SkiffRedirect {
+                    let pins = self.pins.join(node);
+                    std::fs::create_dir_all(&pins).context("creating a bpffs directory")?;
+                    conf["bpffs"] = serde_json::json!(pins);
+                }
+                conf
+            }
+            Kind::Bridge => serde_json::json!({"cniVersion": "1.0.0", "type": "bridge",
+                "bridge": "sktbr0", "isGateway": true, "ipMasq": false,
+                "ipam": {"type": "host-local", "dataDir": format!("{dir}/host-local"),
+                    "ranges": [[{"subnet": subnet}]], "routes": [{"dst": "0.0.0.0/0"}]}}),
+        };
+        conf["name"] = serde_json::json!(format!("sktbench{node}"));
+        if let Some(mtu) = mtu {
+            conf["mtu"] = serde_json::json!(mtu);
+        }
+        Ok(Variant {
+            name: kind.name(),
+            plugin: if kind == Kind::Bridge {
+                self.bridge.clone()
+            } else {
+                self.skiff.clone()
+            },
+            conf,
+        })
+    }
+}
+
+/// Pod-to-pod traffic: iperf3 throughput and request/response over one connection.
 #[derive(Default)]
-struct Row {
+struct Traffic {
     gbits: f64,
     rps: f64,
     rr_p50: String,
     rr_p99: String,
+}
+
+#[derive(Default)]
+struct Row {
+    traffic: Traffic,
     add: Vec<Duration>,
     del: Vec<Duration>,
 }
@@ -139,29 +219,37 @@ fn cni(
     Ok((json, took))
 }
 
-fn measure(v: &Variant, scratch: &Path, tag: &str) -> anyhow::Result<Row> {
-    let pid = std::process::id();
-    let node = Ns::new(format!("skt{pid}-cb{tag}n"))?;
-    ip(&["-n", &node.0, "addr", "add", "198.18.0.1/32", "dev", "lo"])?;
-    // The bridge plugin with isGateway needs forwarding; skiff-cni turns it on itself.
-    node.command("sysctl")
+/// ADD of a pod; returns its address and how long ADD took.
+fn add(node: &Ns, v: &Variant, id: &str, pod: &Ns) -> anyhow::Result<(String, Duration)> {
+    let (result, took) = cni(node, v, "ADD", id, &pod.path())?;
+    let addr = result["ips"][0]["address"]
+        .as_str()
+        .context("ADD result has no address")?;
+    Ok((addr.split('/').next().unwrap_or_default().to_owned(), took))
+}
+
+/// A node namespace with IPv4 forwarding on: the bridge plugin with isGateway needs it (skiff-cni
+/// turns it on itself).
+fn node(name: String) -> anyhow::Result<Ns> {
+    let node = Ns::new(name)?;
+    let status = node
+        .command("sysctl")
         .args(["-qw", "net.ipv4.ip_forward=1"])
         .status()?;
-    let pods: Vec<Ns> = (0..PODS)
-        .map(|i| Ns::new(format!("skt{pid}-cb{tag}p{i}")))
-        .collect::<anyhow::Result<_>>()?;
-    let mut row = Row::default();
-    let mut ips = Vec::new();
-    for (i, pod) in pods.iter().enumerate() {
-        let (result, took) = cni(&node, v, "ADD", &format!("c{i}"), &pod.path())?;
-        row.add.push(took);
-        let addr = result["ips"][0]["address"]
-            .as_str()
-            .context("ADD result has no address")?;
-        ips.push(addr.split('/').next().unwrap_or_default().to_owned());
+    if !status.success() {
+        bail!("enabling forwarding in {}", node.0);
     }
-    let (client, server, server_ip) = (&pods[0], &pods[1], &ips[1]);
+    Ok(node)
+}
 
+/// iperf3 and wrk from `client` to nginx and iperf3 servers in `server` at `server_ip`.
+fn traffic(
+    client: &Ns,
+    server: &Ns,
+    server_ip: &str,
+    scratch: &Path,
+    tag: &str,
+) -> anyhow::Result<Traffic> {
     let nginx_conf = scratch.join(format!("nginx-{tag}.conf"));
     let tmp = scratch.join("nginx-tmp");
     std::fs::create_dir_all(&tmp)?;
@@ -188,12 +276,13 @@ fn measure(v: &Variant, scratch: &Path, tag: &str) -> anyhow::Result<Row> {
             .spawn()?,
     );
     std::thread::sleep(Duration::from_millis(500));
+    let mut t = Traffic::default();
     let out = client
         .command("iperf3")
         .args(["-c", server_ip, "-p", "5201", "-t", "5", "-J"])
         .output()?;
     let json: Value = serde_json::from_slice(&out.stdout).context("iperf3 -J output")?;
-    row.gbits = json["end"]["sum_received"]["bits_per_second"]
+    t.gbits = json["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .with_context(|| format!("iperf3: {json}"))?
         / 1e9;
@@ -210,17 +299,213 @@ fn measure(v: &Variant, scratch: &Path, tag: &str) -> anyhow::Result<Row> {
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let mut f = line.split_whitespace();
         match (f.next(), f.next()) {
-            (Some("Requests/sec:"), Some(v)) => row.rps = v.parse().unwrap_or(0.0),
-            (Some("50%"), Some(v)) => v.clone_into(&mut row.rr_p50),
-            (Some("99%"), Some(v)) => v.clone_into(&mut row.rr_p99),
+            (Some("Requests/sec:"), Some(v)) => t.rps = v.parse().unwrap_or(0.0),
+            (Some("50%"), Some(v)) => v.clone_into(&mut t.rr_p50),
+            (Some("99%"), Some(v)) => v.clone_into(&mut t.rr_p99),
             _ => {}
         }
     }
+    if t.rps == 0.0 {
+        bail!(
+            "wrk to {server_ip} measured nothing: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(t)
+}
+
+/// One node, [`PODS`] pods: traffic between two of them, ADD and DEL of all.
+fn measure(setup: &Setup, kind: Kind, tag: &str) -> anyhow::Result<Row> {
+    let pid = std::process::id();
+    let v = setup.variant(kind, tag, &format!("10.244.{tag}.0/24"), None)?;
+    let node = node(format!("skt{pid}-cb{tag}n"))?;
+    ip(&["-n", &node.0, "addr", "add", "198.18.0.1/32", "dev", "lo"])?;
+    let pods: Vec<Ns> = (0..PODS)
+        .map(|i| Ns::new(format!("skt{pid}-cb{tag}p{i}")))
+        .collect::<anyhow::Result<_>>()?;
+    let mut row = Row::default();
+    let mut ips = Vec::new();
     for (i, pod) in pods.iter().enumerate() {
-        let (_, took) = cni(&node, v, "DEL", &format!("c{i}"), &pod.path())?;
+        let (addr, took) = add(&node, &v, &format!("c{i}"), pod)?;
+        row.add.push(took);
+        ips.push(addr);
+    }
+    row.traffic = traffic(&pods[0], &pods[1], &ips[1], &setup.scratch, tag)?;
+    for (i, pod) in pods.iter().enumerate() {
+        let (_, took) = cni(&node, &v, "DEL", &format!("c{i}"), &pod.path())?;
         row.del.push(took);
     }
     Ok(row)
+}
+
+/// How the two nodes reach each other's pods.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// Each node routes the other's pod CIDR via the other's address (skiff's routes.rs).
+    Direct,
+    /// A VXLAN device per node set up as skiff's agent does (overlay.rs).
+    Vxlan,
+}
+
+/// VXLAN as skiff's agent sets it up (userspace/skiff/src/overlay.rs): device name, VNI, port
+/// and the outer headers' size.
+const VXLAN_DEVICE: &str = "skiff.vxlan";
+const VXLAN_PORT: &str = "8472";
+const VXLAN_OVERHEAD: u32 = 50;
+
+/// Two nodes joined by a veth pair (`eth0`, 198.18.0.1 and .2, MTU 1500), a pod on each made by
+/// the plugin: traffic from the first node's pod to the second's.
+fn measure_across(setup: &Setup, kind: Kind, link: Link, tag: &str) -> anyhow::Result<Traffic> {
+    let pid = std::process::id();
+    let nodes = [
+        node(format!("skt{pid}-cx{tag}a"))?,
+        node(format!("skt{pid}-cx{tag}b"))?,
+    ];
+    let addrs = ["198.18.0.1", "198.18.0.2"];
+    let cidrs = [format!("10.244.{tag}.0/24"), format!("10.245.{tag}.0/24")];
+    // Made inside the first node with its peer straight in the second: the pair never exists
+    // in the root namespace.
+    ip(&[
+        "-n",
+        &nodes[0].0,
+        "link",
+        "add",
+        "eth0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &nodes[1].0,
+    ])?;
+    for (n, addr) in nodes.iter().zip(addrs) {
+        ip(&[
+            "-n",
+            &n.0,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            "eth0",
+        ])?;
+        ip(&["-n", &n.0, "link", "set", "eth0", "up"])?;
+    }
+    for (me, peer) in [(0, 1), (1, 0)] {
+        let n = &nodes[me].0;
+        match link {
+            Link::Direct => ip(&["-n", n, "route", "add", &cidrs[peer], "via", addrs[peer]])?,
+            Link::Vxlan => {
+                let mac = |i: usize| {
+                    let [a, b, c, d] = addrs[i]
+                        .parse::<std::net::Ipv4Addr>()
+                        .map(|a| a.octets())
+                        .unwrap_or_default();
+                    format!("02:73:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
+                };
+                // The VTEP: the network address of the node's pod CIDR.
+                let vtep = |i: usize| cidrs[i].replace(".0/24", ".0");
+                let mtu = (1500 - VXLAN_OVERHEAD).to_string();
+                ip(&[
+                    "-n",
+                    n,
+                    "link",
+                    "add",
+                    VXLAN_DEVICE,
+                    "address",
+                    &mac(me),
+                    "mtu",
+                    &mtu,
+                    "type",
+                    "vxlan",
+                    "id",
+                    "1",
+                    "local",
+                    addrs[me],
+                    "dstport",
+                    VXLAN_PORT,
+                    "nolearning",
+                ])?;
+                ip(&[
+                    "-n",
+                    n,
+                    "addr",
+                    "add",
+                    &format!("{}/32", vtep(me)),
+                    "dev",
+                    VXLAN_DEVICE,
+                ])?;
+                ip(&["-n", n, "link", "set", VXLAN_DEVICE, "up"])?;
+                let status = Command::new("bridge")
+                    .args([
+                        "-n",
+                        n,
+                        "fdb",
+                        "replace",
+                        &mac(peer),
+                        "dev",
+                        VXLAN_DEVICE,
+                        "dst",
+                        addrs[peer],
+                        "self",
+                        "permanent",
+                    ])
+                    .status()
+                    .context("running bridge")?;
+                if !status.success() {
+                    bail!("bridge fdb replace in {n} failed");
+                }
+                ip(&[
+                    "-n",
+                    n,
+                    "neigh",
+                    "replace",
+                    &vtep(peer),
+                    "lladdr",
+                    &mac(peer),
+                    "dev",
+                    VXLAN_DEVICE,
+                    "nud",
+                    "permanent",
+                ])?;
+                ip(&[
+                    "-n",
+                    n,
+                    "route",
+                    "replace",
+                    &cidrs[peer],
+                    "via",
+                    &vtep(peer),
+                    "dev",
+                    VXLAN_DEVICE,
+                    "onlink",
+                ])?;
+            }
+        }
+    }
+    let mtu = (link == Link::Vxlan).then_some(1500 - VXLAN_OVERHEAD);
+    let pods = [
+        Ns::new(format!("skt{pid}-cx{tag}ap"))?,
+        Ns::new(format!("skt{pid}-cx{tag}bp"))?,
+    ];
+    let mut variants = Vec::new();
+    let mut ips = Vec::new();
+    for (i, (n, pod)) in nodes.iter().zip(&pods).enumerate() {
+        let v = setup.variant(kind, &format!("x{tag}{i}"), &cidrs[i], mtu)?;
+        ips.push(add(n, &v, "c0", pod)?.0);
+        variants.push(v);
+    }
+    let t = traffic(
+        &pods[0],
+        &pods[1],
+        &ips[1],
+        &setup.scratch,
+        &format!("x{tag}"),
+    )?;
+    for ((n, pod), v) in nodes.iter().zip(&pods).zip(&variants) {
+        cni(n, v, "DEL", "c0", &pod.path())?;
+    }
+    Ok(t)
 }
 
 fn percentile(samples: &[Duration], p: f64) -> f64 {
@@ -250,57 +535,70 @@ pub fn build_and_run(root: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(&scratch.0)?;
     let pins = Dir(PathBuf::from(format!("/sys/fs/bpf/skt{pid}-benchcni")));
     std::fs::create_dir_all(&pins.0).context("creating a bpffs directory")?;
-    let s = scratch.0.display().to_string();
-    let variants = [
-        Variant {
-            name: "skiff-cni, eBPF redirect",
-            plugin: skiff.clone(),
-            conf: serde_json::json!({"cniVersion": "1.1.0", "name": "sktbench1", "type": "skiff-cni",
-                "bpffs": pins.0, "ipam": {"subnet": "10.244.1.0/24", "dataDir": format!("{s}/ipam")}}),
-        },
-        Variant {
-            name: "skiff-cni, routed",
-            plugin: skiff,
-            conf: serde_json::json!({"cniVersion": "1.1.0", "name": "sktbench2", "type": "skiff-cni",
-                "ipam": {"subnet": "10.244.2.0/24", "dataDir": format!("{s}/ipam")}}),
-        },
-        Variant {
-            name: "bridge + host-local",
-            plugin: bridge,
-            conf: serde_json::json!({"cniVersion": "1.0.0", "name": "sktbench3", "type": "bridge",
-                "bridge": "sktbr0", "isGateway": true, "ipMasq": false,
-                "ipam": {"type": "host-local", "dataDir": format!("{s}/host-local"),
-                    "ranges": [[{"subnet": "10.244.3.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}]}}),
-        },
-    ];
+    let setup = Setup {
+        skiff,
+        bridge,
+        scratch: scratch.0.clone(),
+        pins: pins.0.clone(),
+    };
     let mut md = String::from("# cargo xtask bench cni\n\n");
     let _ = writeln!(
         md,
-        "Machine: {} cores, kernel {}. One node namespace, {PODS} pods per plugin; traffic between \
-         two pods of the node: iperf3 5 s, wrk 1 thread 1 keep-alive connection 5 s against nginx. \
-         ADD/DEL: the release plugin exec'd through nsenter, one at a time.\n",
+        "Machine: {} cores, kernel {}, load average before the run {}. One node: a node namespace, \
+         {PODS} pods per plugin, traffic between two pods of the node. Across nodes: two node \
+         namespaces joined by a veth pair (MTU 1500), each routing the other's pod CIDR via the \
+         other's address (direct routing, as skiff's agent does; the bridge plugin gets a bridge \
+         per node and the same routes), or skiff's VXLAN overlay set up as the agent does (pod \
+         MTU 1450); one pod per node, traffic from one to the other. Traffic: iperf3 5 s, wrk 1 \
+         thread 1 keep-alive connection 5 s against nginx. ADD/DEL (one node only): the release \
+         plugin exec'd through nsenter, one at a time.\n",
         std::thread::available_parallelism().map_or(0, usize::from),
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
-            .trim()
+            .trim(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
     );
-    md.push_str("| plugin | TCP Gbit/s | req/s (1 conn) | RR p50 | RR p99 | ADD p50 | ADD p99 | DEL p50 | DEL p99 |\n");
-    md.push_str("|---|---|---|---|---|---|---|---|---|\n");
-    for (i, v) in variants.iter().enumerate() {
-        eprintln!("==> bench cni: {}", v.name);
-        let r = measure(v, &scratch.0, &i.to_string())?;
+    md.push_str("| plugin | pods | TCP Gbit/s | req/s (1 conn) | RR p50 | RR p99 | ADD p50 | ADD p99 | DEL p50 | DEL p99 |\n");
+    md.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+    let traffic_cells = |t: &Traffic| {
+        format!(
+            "{:.1} | {:.0} | {} | {}",
+            t.gbits, t.rps, t.rr_p50, t.rr_p99
+        )
+    };
+    // Tags number the runs: each names its namespaces and picks its pod subnets (10.244.TAG.0/24,
+    // and 10.245.TAG.0/24 on a second node).
+    for (tag, kind) in (1..).zip(Kind::ALL) {
+        eprintln!("==> bench cni: {}, one node", kind.name());
+        let r = measure(&setup, kind, &tag.to_string())?;
         let _ = writeln!(
             md,
-            "| {} | {:.1} | {:.0} | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
-            v.name,
-            r.gbits,
-            r.rps,
-            r.rr_p50,
-            r.rr_p99,
+            "| {} | one node | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
+            kind.name(),
+            traffic_cells(&r.traffic),
             percentile(&r.add, 0.5),
             percentile(&r.add, 0.99),
             percentile(&r.del, 0.5),
             percentile(&r.del, 0.99),
+        );
+    }
+    let across = Kind::ALL
+        .into_iter()
+        .map(|k| (k, Link::Direct, "across nodes"))
+        .chain([(Kind::SkiffRedirect, Link::Vxlan, "across nodes, VXLAN")]);
+    for (tag, (kind, link, label)) in (11..).zip(across) {
+        eprintln!("==> bench cni: {}, {label}", kind.name());
+        let t = measure_across(&setup, kind, link, &tag.to_string())?;
+        let _ = writeln!(
+            md,
+            "| {} | {label} | {} | – | – | – | – |",
+            kind.name(),
+            traffic_cells(&t),
         );
     }
     print!("{md}");

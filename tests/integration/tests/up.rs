@@ -373,6 +373,32 @@ fn node_streams_and_volumes(kubectl: &dyn Fn(&[&str]) -> String, dir: &Path, nod
     assert!(wait_for_line(&mut follow.0, "two").contains("one\ntwo"));
     drop(follow);
 
+    // The seed's scale-out: ten replicas, each answering a client pod through the ClusterIP
+    // (the socket load balancer in the pod's cgroup).
+    kubectl(&["scale", "deployment", "web", "--replicas=10"]);
+    kubectl(&["rollout", "status", "deployment/web", "--timeout=120s"]);
+    let web_ip = kubectl(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    let mut seen = std::collections::BTreeSet::new();
+    common::eventually(
+        "all 10 pods answering a pod",
+        Duration::from_secs(90),
+        || {
+            let script = format!(
+                "for i in $(seq 1 30); do nc -w 1 {} 80 </dev/null; done",
+                web_ip.trim()
+            );
+            let out = run(&["exec", "logger", "--", "sh", "-c", &script]);
+            seen.extend(
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .map(str::to_owned),
+            );
+            (seen.len() == 10).then_some(())
+        },
+    );
+    assert!(seen.iter().all(|h| h.starts_with("web-")), "{seen:?}");
+    kubectl(&["scale", "deployment", "web", "--replicas=3"]);
+
     // exec: output, stdin closing (cat ends), the exit code, a terminal.
     assert_eq!(kubectl(&["exec", "logger", "--", "hostname"]), "logger\n");
     let mut cat = kubectl_cmd(dir, &["exec", "-i", "logger", "--", "cat"])
