@@ -23,6 +23,10 @@ use serde_json::Value;
 /// Pods made per variant: two carry the traffic, all are timed for ADD and DEL.
 const PODS: usize = 40;
 
+/// Every case runs this many times, the rounds interleaved, and the table reports medians: the
+/// machine is shared, and interference then hits each case alike instead of one by chance.
+const ROUNDS: usize = 3;
+
 /// A child process killed and reaped on drop.
 struct Proc(Child);
 
@@ -173,8 +177,30 @@ impl Setup {
 struct Traffic {
     gbits: f64,
     rps: f64,
-    rr_p50: String,
-    rr_p99: String,
+    /// Microseconds.
+    rr_p50: f64,
+    /// Microseconds.
+    rr_p99: f64,
+}
+
+/// A wrk latency (`17.00us`, `1.95ms`, `1.01s`) in microseconds.
+fn wrk_micros(s: &str) -> Option<f64> {
+    let (n, scale) = if let Some(n) = s.strip_suffix("us") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e3)
+    } else {
+        (s.strip_suffix('s')?, 1e6)
+    };
+    n.parse::<f64>().ok().map(|n| n * scale)
+}
+
+fn micros_cell(us: f64) -> String {
+    if us >= 1000.0 {
+        format!("{:.2} ms", us / 1e3)
+    } else {
+        format!("{us:.0} us")
+    }
 }
 
 #[derive(Default)]
@@ -296,14 +322,18 @@ fn traffic(
             &format!("http://{server_ip}:8080/"),
         ])
         .output()?;
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in stdout.lines() {
         let mut f = line.split_whitespace();
         match (f.next(), f.next()) {
             (Some("Requests/sec:"), Some(v)) => t.rps = v.parse().unwrap_or(0.0),
-            (Some("50%"), Some(v)) => v.clone_into(&mut t.rr_p50),
-            (Some("99%"), Some(v)) => v.clone_into(&mut t.rr_p99),
+            (Some("50%"), Some(v)) => t.rr_p50 = wrk_micros(v).unwrap_or(f64::NAN),
+            (Some("99%"), Some(v)) => t.rr_p99 = wrk_micros(v).unwrap_or(f64::NAN),
             _ => {}
         }
+    }
+    if t.rr_p50.is_nan() || t.rr_p99.is_nan() {
+        bail!("wrk printed a latency this does not read: {stdout}");
     }
     if t.rps == 0.0 {
         bail!(
@@ -509,10 +539,35 @@ fn measure_across(setup: &Setup, kind: Kind, link: Link, tag: &str) -> anyhow::R
 }
 
 fn percentile(samples: &[Duration], p: f64) -> f64 {
-    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
-    ms.sort_by(f64::total_cmp);
-    let idx = ((ms.len() as f64 - 1.0) * p).round() as usize;
-    ms.get(idx).copied().unwrap_or(0.0)
+    let ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    percentile_of(ms, p)
+}
+
+fn percentile_of(mut samples: Vec<f64>, p: f64) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    let idx = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples.get(idx).copied().unwrap_or(0.0)
+}
+
+/// The median of each measure over the rounds (each column on its own).
+fn median(rounds: &[Traffic]) -> Traffic {
+    let m = |f: fn(&Traffic) -> f64| percentile_of(rounds.iter().map(f).collect(), 0.5);
+    Traffic {
+        gbits: m(|t| t.gbits),
+        rps: m(|t| t.rps),
+        rr_p50: m(|t| t.rr_p50),
+        rr_p99: m(|t| t.rr_p99),
+    }
+}
+
+/// One row of the table: a plugin, on one node (`link` none) or across two.
+struct Case {
+    kind: Kind,
+    link: Option<Link>,
+    label: &'static str,
+    traffic: Vec<Traffic>,
+    add: Vec<Duration>,
+    del: Vec<Duration>,
 }
 
 pub fn build_and_run(root: &Path) -> anyhow::Result<()> {
@@ -550,8 +605,9 @@ pub fn build_and_run(root: &Path) -> anyhow::Result<()> {
          other's address (direct routing, as skiff's agent does; the bridge plugin gets a bridge \
          per node and the same routes), or skiff's VXLAN overlay set up as the agent does (pod \
          MTU 1450); one pod per node, traffic from one to the other. Traffic: iperf3 5 s, wrk 1 \
-         thread 1 keep-alive connection 5 s against nginx. ADD/DEL (one node only): the release \
-         plugin exec'd through nsenter, one at a time.\n",
+         thread 1 keep-alive connection 5 s against nginx; each the median of {ROUNDS} rounds, \
+         interleaved. ADD/DEL (one node only): the release plugin exec'd through nsenter, one at \
+         a time, {PODS} per round.\n",
         std::thread::available_parallelism().map_or(0, usize::from),
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
@@ -565,41 +621,75 @@ pub fn build_and_run(root: &Path) -> anyhow::Result<()> {
     );
     md.push_str("| plugin | pods | TCP Gbit/s | req/s (1 conn) | RR p50 | RR p99 | ADD p50 | ADD p99 | DEL p50 | DEL p99 |\n");
     md.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
-    let traffic_cells = |t: &Traffic| {
-        format!(
-            "{:.1} | {:.0} | {} | {}",
-            t.gbits, t.rps, t.rr_p50, t.rr_p99
-        )
-    };
-    // Tags number the runs: each names its namespaces and picks its pod subnets (10.244.TAG.0/24,
-    // and 10.245.TAG.0/24 on a second node).
-    for (tag, kind) in (1..).zip(Kind::ALL) {
-        eprintln!("==> bench cni: {}, one node", kind.name());
-        let r = measure(&setup, kind, &tag.to_string())?;
-        let _ = writeln!(
-            md,
-            "| {} | one node | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
-            kind.name(),
-            traffic_cells(&r.traffic),
-            percentile(&r.add, 0.5),
-            percentile(&r.add, 0.99),
-            percentile(&r.del, 0.5),
-            percentile(&r.del, 0.99),
-        );
-    }
-    let across = Kind::ALL
+    let mut cases: Vec<Case> = Kind::ALL
         .into_iter()
-        .map(|k| (k, Link::Direct, "across nodes"))
-        .chain([(Kind::SkiffRedirect, Link::Vxlan, "across nodes, VXLAN")]);
-    for (tag, (kind, link, label)) in (11..).zip(across) {
-        eprintln!("==> bench cni: {}, {label}", kind.name());
-        let t = measure_across(&setup, kind, link, &tag.to_string())?;
-        let _ = writeln!(
+        .map(|k| (k, None, "one node"))
+        .chain(
+            Kind::ALL
+                .into_iter()
+                .map(|k| (k, Some(Link::Direct), "across nodes")),
+        )
+        .chain([(
+            Kind::SkiffRedirect,
+            Some(Link::Vxlan),
+            "across nodes, VXLAN",
+        )])
+        .map(|(kind, link, label)| Case {
+            kind,
+            link,
+            label,
+            traffic: Vec::new(),
+            add: Vec::new(),
+            del: Vec::new(),
+        })
+        .collect();
+    for round in 1..=ROUNDS {
+        // Tags number the cases: each names its namespaces and picks its pod subnets
+        // (10.244.TAG.0/24, and 10.245.TAG.0/24 on a second node).
+        for (tag, case) in (1..).zip(&mut cases) {
+            eprintln!(
+                "==> bench cni, round {round}/{ROUNDS}: {}, {}",
+                case.kind.name(),
+                case.label
+            );
+            let tag = tag.to_string();
+            match case.link {
+                None => {
+                    let r = measure(&setup, case.kind, &tag)?;
+                    case.traffic.push(r.traffic);
+                    case.add.extend(r.add);
+                    case.del.extend(r.del);
+                }
+                Some(link) => case
+                    .traffic
+                    .push(measure_across(&setup, case.kind, link, &tag)?),
+            }
+        }
+    }
+    for case in &cases {
+        let t = median(&case.traffic);
+        let _ = write!(
             md,
-            "| {} | {label} | {} | – | – | – | – |",
-            kind.name(),
-            traffic_cells(&t),
+            "| {} | {} | {:.1} | {:.0} | {} | {} |",
+            case.kind.name(),
+            case.label,
+            t.gbits,
+            t.rps,
+            micros_cell(t.rr_p50),
+            micros_cell(t.rr_p99),
         );
+        if case.add.is_empty() {
+            md.push_str(" – | – | – | – |\n");
+        } else {
+            let _ = writeln!(
+                md,
+                " {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
+                percentile(&case.add, 0.5),
+                percentile(&case.add, 0.99),
+                percentile(&case.del, 0.5),
+                percentile(&case.del, 0.99),
+            );
+        }
     }
     print!("{md}");
     let out = target.join("bench");
@@ -607,4 +697,37 @@ pub fn build_and_run(root: &Path) -> anyhow::Result<()> {
     std::fs::write(out.join("cni.md"), &md)?;
     eprintln!("==> wrote {}", out.join("cni.md").display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrk_latencies_read_in_microseconds() {
+        assert_eq!(wrk_micros("17.00us"), Some(17.0));
+        assert_eq!(wrk_micros("1.95ms"), Some(1950.0));
+        assert_eq!(wrk_micros("1.50s"), Some(1_500_000.0));
+        assert_eq!(wrk_micros("12"), None, "no unit");
+        assert_eq!(wrk_micros("fastus"), None);
+    }
+
+    #[test]
+    fn medians_are_taken_per_column() {
+        let t = |gbits, rps, rr_p50, rr_p99| Traffic {
+            gbits,
+            rps,
+            rr_p50,
+            rr_p99,
+        };
+        let m = median(&[
+            t(10.0, 300.0, 20.0, 900.0),
+            t(30.0, 100.0, 10.0, 30.0),
+            t(20.0, 200.0, 30.0, 40.0),
+        ]);
+        assert_eq!(
+            (m.gbits, m.rps, m.rr_p50, m.rr_p99),
+            (20.0, 200.0, 20.0, 40.0)
+        );
+    }
 }
