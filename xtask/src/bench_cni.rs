@@ -292,8 +292,16 @@ fn traffic(
         ),
     )?;
     // `master_process off` above: nginx is this one process, so killing it leaves no orphaned
-    // workers behind.
-    let _nginx = Proc(server.command("nginx").arg("-c").arg(&nginx_conf).spawn()?);
+    // workers behind. nginx and wrk share one CPU: on two, every request waits for the other
+    // (idle) vCPU to wake, which made the latency bimodal between runs (about 18 or 60 us for
+    // every plugin alike) and measured the VM rather than the path.
+    let _nginx = Proc(
+        server
+            .command("taskset")
+            .args(["-c", "0", "nginx", "-c"])
+            .arg(&nginx_conf)
+            .spawn()?,
+    );
     let _iperf = Proc(
         server
             .command("iperf3")
@@ -313,8 +321,11 @@ fn traffic(
         .with_context(|| format!("iperf3: {json}"))?
         / 1e9;
     let out = client
-        .command("wrk")
+        .command("taskset")
         .args([
+            "-c",
+            "0",
+            "wrk",
             "-t1",
             "-c1",
             "-d5s",
@@ -377,8 +388,8 @@ enum Link {
     Vxlan,
 }
 
-/// VXLAN as skiff's agent sets it up (userspace/skiff/src/overlay.rs): device name, VNI, port
-/// and the outer headers' size.
+/// VXLAN as skiff's agent sets it up (userspace/skiff/src/overlay.rs, with VNI 1): device name,
+/// port and the outer headers' size.
 const VXLAN_DEVICE: &str = "skiff.vxlan";
 const VXLAN_PORT: &str = "8472";
 const VXLAN_OVERHEAD: u32 = 50;
@@ -605,7 +616,7 @@ pub fn build_and_run(root: &Path) -> anyhow::Result<()> {
          other's address (direct routing, as skiff's agent does; the bridge plugin gets a bridge \
          per node and the same routes), or skiff's VXLAN overlay set up as the agent does (pod \
          MTU 1450); one pod per node, traffic from one to the other. Traffic: iperf3 5 s, wrk 1 \
-         thread 1 keep-alive connection 5 s against nginx; each the median of {ROUNDS} rounds, \
+         thread 1 keep-alive connection 5 s against nginx, both on CPU 0; each the median of {ROUNDS} rounds, \
          interleaved. ADD/DEL (one node only): the release plugin exec'd through nsenter, one at \
          a time, {PODS} per round.\n",
         std::thread::available_parallelism().map_or(0, usize::from),

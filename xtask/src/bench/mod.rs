@@ -68,8 +68,8 @@ enum Which {
         quick: bool,
     },
     /// skiff-cni (eBPF redirect, and routed) against Debian's bridge + host-local: pod-to-pod
-    /// TCP throughput and request/response latency on one node, ADD and DEL latency. Writes
-    /// target/bench/cni.md.
+    /// TCP throughput and request/response latency on one node and across two (direct routing,
+    /// and skiff's VXLAN overlay), ADD and DEL latency. Writes target/bench/cni.md.
     Cni,
     /// A `skiff up --sandbox` node: pod startup latency (10 pods one at a time, 100 back to
     /// back), EndpointSlice patch to the node's maps, the agent's RSS and CPU. Writes
