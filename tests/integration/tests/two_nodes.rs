@@ -13,107 +13,24 @@ use std::{
     time::Duration,
 };
 
-use common::{ControlPlane, eventually};
-use skiff_test_support::{BpffsDir, Cgroup, ChildGuard, NetNs, veth_pair};
-
-struct Node {
-    ns: NetNs,
-    cgroup: Cgroup,
-    pins: BpffsDir,
-    agent: Option<ChildGuard>,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        // The agent stops its containerd; what it ran (shims, pods) dies with the cgroups, and
-        // containerd's mounts under the data dir go before the directory does.
-        drop(self.agent.take());
-        let name = self
-            .cgroup
-            .path()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        skiff_kubelet::cleanup::remove_cgroup_trees(&name);
-        skiff_kubelet::cleanup::unmount_under(&self.dir);
-        let _ = std::fs::remove_dir_all(self.pins.path());
-    }
-}
-
-fn start_agent(cp: &ControlPlane, node: &mut Node, name: &str, ip: &str, iface: &str) {
-    let log = cp.dir.join(format!("{name}.log"));
-    let mut cmd = Command::new(common::skiff_bin());
-    cmd.args([
-        "agent",
-        "--server",
-        &cp.server_url(),
-        "--node-name",
-        name,
-        "--node-ip",
-        ip,
-    ])
-    .args(["--token", &cp.skiff_token(&["create"])])
-    .arg("--ca-file")
-    .arg(cp.dir.join("tls/ca.crt"))
-    .arg("--data-dir")
-    .arg(&node.dir)
-    .arg("--netns")
-    .arg(node.ns.path())
-    .arg("--cgroup")
-    .arg(node.cgroup.path())
-    .arg("--bpffs")
-    .arg(node.pins.path())
-    .args(["--iface", iface])
-    .args([
-        "--resolv-conf",
-        &cp.file("resolv.conf", "nameserver 127.0.0.1\n"),
-    ])
-    .stdout(Stdio::null())
-    .stderr(std::fs::File::create(&log).unwrap());
-    node.agent = Some(ChildGuard::spawn(cmd, format!("skiff agent {name}")));
-    eventually(
-        &format!("{name}'s kubelet"),
-        Duration::from_secs(90),
-        || {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            assert!(
-                node.agent
-                    .as_mut()
-                    .unwrap()
-                    .child()
-                    .try_wait()
-                    .unwrap()
-                    .is_none(),
-                "agent {name} exited:\n{text}"
-            );
-            text.contains("kubelet started").then_some(())
-        },
-    );
-}
+use common::{AgentNode, ControlPlane, eventually};
+use skiff_test_support::veth_pair;
 
 #[test]
 #[ignore = "needs root: run by cargo xtask test"]
 fn a_service_spans_pods_on_two_nodes() {
     let cp = ControlPlane::start_secure();
-    let mut nodes: Vec<Node> = (1..=2)
-        .map(|i| Node {
-            ns: NetNs::new(&format!("n{i}")),
-            cgroup: Cgroup::new(&format!("n{i}")),
-            pins: BpffsDir::new(&format!("n{i}")),
-            agent: None,
-            dir: cp.dir.join(format!("node{i}")),
-        })
+    let mut nodes: Vec<AgentNode> = (1..=2)
+        .map(|i| AgentNode::new(&cp, &format!("n{i}")))
         .collect();
     let (if1, if2) = veth_pair(&nodes[0].ns, "198.18.0.1/24", &nodes[1].ns, "198.18.0.2/24");
     for (i, (node, iface)) in nodes.iter_mut().zip([if1, if2]).enumerate() {
-        start_agent(
+        node.start_agent(
             &cp,
-            node,
             &format!("n{}", i + 1),
             &format!("198.18.0.{}", i + 1),
             &iface,
+            &[],
         );
     }
     eventually("two Ready nodes", Duration::from_secs(60), || {

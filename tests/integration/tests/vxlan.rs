@@ -8,97 +8,16 @@
 
 mod common;
 
-use std::{
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
-use common::{ControlPlane, eventually, sysctl};
-use skiff_test_support::{BpffsDir, Cgroup, ChildGuard, NetNs, veth_pair};
+use common::{AgentNode, ControlPlane, eventually, sysctl};
+use skiff_test_support::{NetNs, veth_pair};
 
 /// The cluster's pod CIDR (every node's /24 comes from it).
 const CLUSTER_CIDR: &str = "10.244.0.0/16";
 /// The nodes' interfaces are veths: MTU 1500; VXLAN takes 50 of it.
 const POD_MTU: u32 = 1450;
-
-struct Node {
-    ns: NetNs,
-    cgroup: Cgroup,
-    pins: BpffsDir,
-    agent: Option<ChildGuard>,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        // The agent stops its containerd; what it ran (shims, pods) dies with the cgroups, and
-        // containerd's mounts under the data dir go before the directory does.
-        drop(self.agent.take());
-        let name = self
-            .cgroup
-            .path()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        skiff_kubelet::cleanup::remove_cgroup_trees(&name);
-        skiff_kubelet::cleanup::unmount_under(&self.dir);
-        let _ = std::fs::remove_dir_all(self.pins.path());
-    }
-}
-
-fn start_agent(cp: &ControlPlane, node: &mut Node, name: &str, ip: &str, iface: &str) {
-    let log = cp.dir.join(format!("{name}.log"));
-    let mut cmd = Command::new(common::skiff_bin());
-    cmd.args([
-        "agent",
-        "--server",
-        &cp.server_url(),
-        "--node-name",
-        name,
-        "--node-ip",
-        ip,
-        "--overlay",
-        "vxlan",
-    ])
-    .args(["--token", &cp.skiff_token(&["create"])])
-    .arg("--ca-file")
-    .arg(cp.dir.join("tls/ca.crt"))
-    .arg("--data-dir")
-    .arg(&node.dir)
-    .arg("--netns")
-    .arg(node.ns.path())
-    .arg("--cgroup")
-    .arg(node.cgroup.path())
-    .arg("--bpffs")
-    .arg(node.pins.path())
-    .args(["--iface", iface])
-    .args([
-        "--resolv-conf",
-        &cp.file("resolv.conf", "nameserver 127.0.0.1\n"),
-    ])
-    .stdout(Stdio::null())
-    .stderr(std::fs::File::create(&log).unwrap());
-    node.agent = Some(ChildGuard::spawn(cmd, format!("skiff agent {name}")));
-    eventually(
-        &format!("{name}'s kubelet"),
-        Duration::from_secs(90),
-        || {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            assert!(
-                node.agent
-                    .as_mut()
-                    .unwrap()
-                    .child()
-                    .try_wait()
-                    .unwrap()
-                    .is_none(),
-                "agent {name} exited:\n{text}"
-            );
-            text.contains("kubelet started").then_some(())
-        },
-    );
-}
+const VXLAN: &[&str] = &["--overlay", "vxlan"];
 
 /// Packets counted by the router's named nftables counter `name`.
 fn counter(router: &NetNs, name: &str) -> u64 {
@@ -139,14 +58,8 @@ fn pods_on_nodes_without_a_shared_segment_talk_through_vxlan() {
     let cp = ControlPlane::start_secure();
     // Declared before the nodes, so it is dropped after them.
     let router = NetNs::new("rt");
-    let mut nodes: Vec<Node> = (1..=2)
-        .map(|i| Node {
-            ns: NetNs::new(&format!("vx{i}")),
-            cgroup: Cgroup::new(&format!("vx{i}")),
-            pins: BpffsDir::new(&format!("vx{i}")),
-            agent: None,
-            dir: cp.dir.join(format!("node{i}")),
-        })
+    let mut nodes: Vec<AgentNode> = (1..=2)
+        .map(|i| AgentNode::new(&cp, &format!("vx{i}")))
         .collect();
     let (if1, _) = veth_pair(&nodes[0].ns, "198.18.1.2/24", &router, "198.18.1.1/24");
     let (if2, _) = veth_pair(&nodes[1].ns, "198.18.2.2/24", &router, "198.18.2.1/24");
@@ -199,12 +112,12 @@ fn pods_on_nodes_without_a_shared_segment_talk_through_vxlan() {
 
     let if1_again = if1.clone();
     for (i, (node, iface)) in nodes.iter_mut().zip([if1, if2]).enumerate() {
-        start_agent(
+        node.start_agent(
             &cp,
-            node,
             &format!("vx{}", i + 1),
             &format!("198.18.{}.2", i + 1),
             &iface,
+            VXLAN,
         );
     }
     eventually("two Ready nodes", Duration::from_secs(60), || {
@@ -388,7 +301,7 @@ fn pods_on_nodes_without_a_shared_segment_talk_through_vxlan() {
 
     // An agent restart keeps the device (same settings: not re-created) and cleans up after a
     // node that left while it was down.
-    let ifindex = |node: &Node| {
+    let ifindex = |node: &AgentNode| {
         let out = node.ns.ip(&["-o", "link", "show", "skiff.vxlan"]).stdout;
         String::from_utf8(out)
             .unwrap()
@@ -444,7 +357,7 @@ fn pods_on_nodes_without_a_shared_segment_talk_through_vxlan() {
         .status()
         .unwrap();
     assert!(fdb.success());
-    start_agent(&cp, &mut nodes[0], "vx1", "198.18.1.2", &if1_again);
+    nodes[0].start_agent(&cp, "vx1", "198.18.1.2", &if1_again, VXLAN);
     eventually(
         "the left node's entries removed",
         Duration::from_secs(30),

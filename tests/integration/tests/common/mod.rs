@@ -469,3 +469,98 @@ pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> O
         thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A node of a multi-node test: its own network namespace, cgroup, bpffs directory and data
+/// directory, and (once started) its `skiff agent`. Dropping it stops the agent and removes what
+/// the node's containerd left: cgroup trees in every hierarchy, mounts under the data dir, pins.
+pub struct AgentNode {
+    pub ns: NetNs,
+    pub cgroup: Cgroup,
+    pub pins: BpffsDir,
+    pub agent: Option<ChildGuard>,
+    pub dir: std::path::PathBuf,
+}
+
+impl AgentNode {
+    /// A node named after `tag` whose data lives under the control plane's directory.
+    pub fn new(cp: &ControlPlane, tag: &str) -> Self {
+        Self {
+            ns: NetNs::new(tag),
+            cgroup: Cgroup::new(tag),
+            pins: BpffsDir::new(tag),
+            agent: None,
+            dir: cp.dir.join(format!("node-{tag}")),
+        }
+    }
+
+    /// Joins the node to `cp` as `name` with address `ip` (NodePort on `iface`), with `extra`
+    /// agent flags, and waits for its kubelet.
+    pub fn start_agent(
+        &mut self,
+        cp: &ControlPlane,
+        name: &str,
+        ip: &str,
+        iface: &str,
+        extra: &[&str],
+    ) {
+        let log = cp.dir.join(format!("{name}.log"));
+        let mut cmd = Command::new(skiff_bin());
+        cmd.args([
+            "agent",
+            "--server",
+            &cp.server_url(),
+            "--node-name",
+            name,
+            "--node-ip",
+            ip,
+        ])
+        .args(extra)
+        .args(["--token", &cp.skiff_token(&["create"])])
+        .arg("--ca-file")
+        .arg(cp.dir.join("tls/ca.crt"))
+        .arg("--data-dir")
+        .arg(&self.dir)
+        .arg("--netns")
+        .arg(self.ns.path())
+        .arg("--cgroup")
+        .arg(self.cgroup.path())
+        .arg("--bpffs")
+        .arg(self.pins.path())
+        .args(["--iface", iface])
+        .args([
+            "--resolv-conf",
+            &cp.file("resolv.conf", "nameserver 127.0.0.1\n"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+        self.agent = Some(ChildGuard::spawn(cmd, format!("skiff agent {name}")));
+        eventually(
+            &format!("{name}'s kubelet"),
+            Duration::from_secs(90),
+            || {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let exited = self.agent.as_mut().unwrap().child().try_wait().unwrap();
+                assert!(exited.is_none(), "agent {name} exited:\n{text}");
+                text.contains("kubelet started").then_some(())
+            },
+        );
+    }
+}
+
+impl Drop for AgentNode {
+    fn drop(&mut self) {
+        // The agent stops its containerd; what it ran (shims, pods) dies with the cgroups, and
+        // containerd's mounts under the data dir go before the directory does.
+        drop(self.agent.take());
+        let name = self
+            .cgroup
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        skiff_kubelet::cleanup::remove_cgroup_trees(&name);
+        skiff_kubelet::cleanup::unmount_under(&self.dir);
+        let _ = std::fs::remove_dir_all(self.pins.path());
+    }
+}
