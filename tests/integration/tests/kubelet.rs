@@ -83,6 +83,7 @@ fn write_cni_config(work: &Path) {
     );
     // Written in place: containerd 1.6 reloads on write events and ignores creations (a file
     // renamed into the directory would go unnoticed).
+    fs::create_dir_all(work.join("cni-conf")).unwrap();
     fs::write(work.join("cni-conf/10-pods.conflist"), cni).unwrap();
 }
 
@@ -175,41 +176,7 @@ fn kubelet_runs_restarts_and_removes_pods_through_containerd() {
             .into_owned(),
     );
 
-    let busybox = build_image(&work, "busybox", BUSYBOX, &[]);
-    let pause = build_image(&work, "pause", PAUSE, &["/bin/sleep", "2147483647"]);
-    let config = containerd_config(&work);
-    let log = fs::File::create(work.join("containerd.log")).unwrap();
-    let mut cmd = node.command_in_cgroup(&cgroup, "containerd");
-    cmd.arg("--config")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(log);
-    let containerd = ChildGuard::spawn(cmd, "containerd");
-    let socket = work.join("containerd.sock");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !socket.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "containerd did not start: {}",
-            fs::read_to_string(work.join("containerd.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let sock = socket.display().to_string();
-    for archive in [&busybox, &pause] {
-        run(
-            "ctr",
-            &[
-                "--address",
-                &sock,
-                "-n",
-                "k8s.io",
-                "images",
-                "import",
-                &archive.display().to_string(),
-            ],
-        );
-    }
+    let (containerd, socket) = start_containerd(&node, &cgroup, &work);
 
     let kubelet_config = KubeletConfig {
         node_name: "n1".into(),
@@ -570,42 +537,8 @@ fn kubelet_mounts_configmaps_and_projected_tokens_through_containerd() {
     let _pod_cgroups = PodCgroups(cgroup_name);
     let cp = common::ControlPlane::start_secure();
 
-    let busybox = build_image(&work, "busybox", BUSYBOX, &[]);
-    let pause = build_image(&work, "pause", PAUSE, &["/bin/sleep", "2147483647"]);
-    let config = containerd_config(&work);
     write_cni_config(&work);
-    let log = fs::File::create(work.join("containerd.log")).unwrap();
-    let mut cmd = node.command_in_cgroup(&cgroup, "containerd");
-    cmd.arg("--config")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(log);
-    let containerd = ChildGuard::spawn(cmd, "containerd");
-    let socket = work.join("containerd.sock");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !socket.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "containerd did not start: {}",
-            fs::read_to_string(work.join("containerd.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let sock = socket.display().to_string();
-    for archive in [&busybox, &pause] {
-        run(
-            "ctr",
-            &[
-                "--address",
-                &sock,
-                "-n",
-                "k8s.io",
-                "images",
-                "import",
-                &archive.display().to_string(),
-            ],
-        );
-    }
+    let (containerd, socket) = start_containerd(&node, &cgroup, &work);
     let kubelet_config = KubeletConfig {
         node_name: "n1".into(),
         node_ip: Some("127.0.0.1".parse().unwrap()),
@@ -794,4 +727,46 @@ async fn volume_steps(client: Client, socket: PathBuf, work: &Path, root: &Path,
         .map(str::to_owned)
         .collect();
     assert!(left.is_empty(), "mounts left: {left:?}");
+}
+
+/// Builds the busybox and pause images, starts containerd inside `node` and `cgroup` with the
+/// configuration under `work`, waits for its socket and imports the images; returns containerd
+/// (stopped on drop) and its socket.
+fn start_containerd(node: &NetNs, cgroup: &Cgroup, work: &Path) -> (ChildGuard, PathBuf) {
+    let busybox = build_image(work, "busybox", BUSYBOX, &[]);
+    let pause = build_image(work, "pause", PAUSE, &["/bin/sleep", "2147483647"]);
+    let config = containerd_config(work);
+    let log = fs::File::create(work.join("containerd.log")).unwrap();
+    let mut cmd = node.command_in_cgroup(cgroup, "containerd");
+    cmd.arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(log);
+    let containerd = ChildGuard::spawn(cmd, "containerd");
+    let socket = work.join("containerd.sock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "containerd did not start: {}",
+            fs::read_to_string(work.join("containerd.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sock = socket.display().to_string();
+    for archive in [&busybox, &pause] {
+        run(
+            "ctr",
+            &[
+                "--address",
+                &sock,
+                "-n",
+                "k8s.io",
+                "images",
+                "import",
+                &archive.display().to_string(),
+            ],
+        );
+    }
+    (containerd, socket)
 }

@@ -37,27 +37,8 @@ fn a_service_spans_pods_on_two_nodes() {
         let out = cp.ok(&["get", "nodes", "--no-headers"]);
         (out.lines().filter(|l| l.contains(" Ready ")).count() == 2).then_some(())
     });
-    let image = skiff_kubelet::image::build_busybox(
-        &cp.dir,
-        "busybox",
-        "docker.io/library/busybox:1.35",
-        &[],
-    )
-    .expect("building a busybox image");
-    for node in &nodes {
-        let load = Command::new(common::skiff_bin())
-            .args(["image", "load"])
-            .arg(&image)
-            .arg("--data-dir")
-            .arg(&node.dir)
-            .output()
-            .unwrap();
-        assert!(
-            load.status.success(),
-            "{}",
-            String::from_utf8_lossy(&load.stderr)
-        );
-    }
+    let dirs: Vec<&std::path::Path> = nodes.iter().map(|n| n.dir.as_path()).collect();
+    common::load_busybox(&cp.dir, "busybox", "docker.io/library/busybox:1.35", &dirs);
     cp.ok(&[
         "create",
         "deployment",
@@ -81,22 +62,9 @@ fn a_service_spans_pods_on_two_nodes() {
         Duration::from_secs(90),
         || {
             let pods = cp.json(&["get", "pods", "-l", "app=web"]);
-            let running: Vec<(String, String)> = pods["items"]
-                .as_array()?
-                .iter()
-                .filter(|p| p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string())
-                .map(|p| {
-                    (
-                        p["metadata"]["name"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_owned(),
-                        p["spec"]["nodeName"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_owned(),
-                    )
-                })
+            let running: Vec<(String, String)> = common::running_pods(&pods)
+                .into_iter()
+                .map(|p| (p.name, p.node))
                 .collect();
             (running.len() == 4).then_some(running)
         },

@@ -95,21 +95,7 @@ fn up_runs_a_sandboxed_cluster_and_cleans_up_on_sigterm() {
     common::eventually("the node to be Ready", Duration::from_secs(60), || {
         kubectl(&["get", "nodes"]).contains(" Ready ").then_some(())
     });
-    let image =
-        skiff_kubelet::image::build_busybox(&dir, "busybox", "docker.io/library/busybox:1.35", &[])
-            .expect("building a busybox image");
-    let load = Command::new(common::skiff_bin())
-        .args(["image", "load"])
-        .arg(&image)
-        .arg("--data-dir")
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        load.status.success(),
-        "skiff image load: {}",
-        String::from_utf8_lossy(&load.stderr)
-    );
+    let image = common::load_busybox(&dir, "busybox", BUSYBOX, &[&dir]);
     kubectl(&[
         "create",
         "deployment",
@@ -131,19 +117,9 @@ fn up_runs_a_sandboxed_cluster_and_cleans_up_on_sigterm() {
     let pods = common::eventually("3 running pods", Duration::from_secs(90), || {
         let pods: serde_json::Value =
             serde_json::from_str(&kubectl(&["get", "pods", "-l", "app=web", "-o", "json"])).ok()?;
-        let running: Vec<(String, String)> = pods["items"]
-            .as_array()?
-            .iter()
-            .filter(|p| p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string())
-            .map(|p| {
-                (
-                    p["metadata"]["name"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned(),
-                    p["status"]["podIP"].as_str().unwrap_or_default().to_owned(),
-                )
-            })
+        let running: Vec<(String, String)> = common::running_pods(&pods)
+            .into_iter()
+            .map(|p| (p.name, p.ip))
             .collect();
         (running.len() == 3).then_some(running)
     });
@@ -718,19 +694,9 @@ spec:
         let v: serde_json::Value =
             serde_json::from_str(&kubectl(&["get", "pods", "-l", "app=probed", "-o", "json"]))
                 .ok()?;
-        let running: Vec<(String, String)> = v["items"]
-            .as_array()?
-            .iter()
-            .filter(|p| p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string())
-            .map(|p| {
-                (
-                    p["metadata"]["name"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned(),
-                    p["status"]["podIP"].as_str().unwrap_or_default().to_owned(),
-                )
-            })
+        let running: Vec<(String, String)> = common::running_pods(&v)
+            .into_iter()
+            .map(|p| (p.name, p.ip))
             .collect();
         (running.len() == 2).then_some(running)
     });
@@ -821,17 +787,7 @@ spec:
     );
 
     // A rolling update to another image and back.
-    let v2 =
-        skiff_kubelet::image::build_busybox(dir, "busybox-v2", "docker.io/library/busybox:v2", &[])
-            .expect("building the second image");
-    let load = Command::new(common::skiff_bin())
-        .args(["image", "load"])
-        .arg(&v2)
-        .arg("--data-dir")
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(load.status.success(), "{load:?}");
+    common::load_busybox(dir, "busybox-v2", "docker.io/library/busybox:v2", &[dir]);
     let images = || {
         let mut images: Vec<String> = kubectl(&[
             "get",

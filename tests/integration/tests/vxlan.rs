@@ -8,9 +8,9 @@
 
 mod common;
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
-use common::{AgentNode, ControlPlane, eventually, sysctl};
+use common::{AgentNode, ControlPlane, RunningPod, eventually, sysctl};
 use skiff_test_support::{NetNs, veth_pair};
 
 /// The cluster's pod CIDR (every node's /24 comes from it).
@@ -41,14 +41,6 @@ fn counter(router: &NetNs, name: &str) -> u64 {
         .next()
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no packet count in {text}"))
-}
-
-/// A running pod of the Deployment: name, node, pod IP.
-#[derive(Debug, Clone)]
-struct Pod {
-    name: String,
-    node: String,
-    ip: String,
 }
 
 #[test]
@@ -168,27 +160,8 @@ fn pods_on_nodes_without_a_shared_segment_talk_through_vxlan() {
         );
     }
 
-    let image = skiff_kubelet::image::build_busybox(
-        &cp.dir,
-        "busybox",
-        "docker.io/library/busybox:1.35",
-        &[],
-    )
-    .expect("building a busybox image");
-    for node in &nodes {
-        let load = Command::new(common::skiff_bin())
-            .args(["image", "load"])
-            .arg(&image)
-            .arg("--data-dir")
-            .arg(&node.dir)
-            .output()
-            .unwrap();
-        assert!(
-            load.status.success(),
-            "{}",
-            String::from_utf8_lossy(&load.stderr)
-        );
-    }
+    let dirs: Vec<&std::path::Path> = nodes.iter().map(|n| n.dir.as_path()).collect();
+    common::load_busybox(&cp.dir, "busybox", "docker.io/library/busybox:1.35", &dirs);
     cp.ok(&[
         "create",
         "deployment",
@@ -205,19 +178,7 @@ fn pods_on_nodes_without_a_shared_segment_talk_through_vxlan() {
         Duration::from_secs(90),
         || {
             let pods = cp.json(&["get", "pods", "-l", "app=web"]);
-            let running: Vec<Pod> = pods["items"]
-                .as_array()?
-                .iter()
-                .filter(|p| p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string())
-                .map(|p| {
-                    let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
-                    Pod {
-                        name: s(&p["metadata"]["name"]),
-                        node: s(&p["spec"]["nodeName"]),
-                        ip: s(&p["status"]["podIP"]),
-                    }
-                })
-                .collect();
+            let running = common::running_pods(&pods);
             (running.len() == 4).then_some(running)
         },
     );
@@ -248,7 +209,7 @@ fn pods_on_nodes_without_a_shared_segment_talk_through_vxlan() {
     // A packet of the pods' MTU (DF set: it fits the route) crosses whole, asked once: had the
     // pods the underlay's MTU, the first echo would be dropped at the VXLAN device with
     // "fragmentation needed". And that MTU leaves room for the encapsulation.
-    let mtu_of = |pod: &Pod| -> u32 {
+    let mtu_of = |pod: &RunningPod| -> u32 {
         let link = cp.ok(&["exec", &pod.name, "--", "ip", "link", "show", "eth0"]);
         link.split_whitespace()
             .skip_while(|w| *w != "mtu")

@@ -564,3 +564,54 @@ impl Drop for AgentNode {
         let _ = std::fs::remove_dir_all(self.pins.path());
     }
 }
+
+/// A pod that runs and has its address, as `kubectl get pods -o json` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningPod {
+    pub name: String,
+    pub node: String,
+    pub ip: String,
+}
+
+/// The running pods (phase Running, with a podIP) of a `kubectl get pods -o json` list.
+pub fn running_pods(list: &Value) -> Vec<RunningPod> {
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string())
+        .map(|p| RunningPod {
+            name: s(&p["metadata"]["name"]),
+            node: s(&p["spec"]["nodeName"]),
+            ip: s(&p["status"]["podIP"]),
+        })
+        .collect()
+}
+
+/// Builds the busybox test image tagged `reference` as `work/NAME.tar` and loads it with
+/// `skiff image load` into the node of each data dir; returns the archive.
+pub fn load_busybox(
+    work: &Path,
+    name: &str,
+    reference: &str,
+    data_dirs: &[&Path],
+) -> std::path::PathBuf {
+    let image = skiff_kubelet::image::build_busybox(work, name, reference, &[])
+        .expect("building a busybox image");
+    for dir in data_dirs {
+        let load = Command::new(skiff_bin())
+            .args(["image", "load"])
+            .arg(&image)
+            .arg("--data-dir")
+            .arg(dir)
+            .output()
+            .expect("running skiff image load");
+        assert!(
+            load.status.success(),
+            "skiff image load: {}",
+            String::from_utf8_lossy(&load.stderr)
+        );
+    }
+    image
+}
