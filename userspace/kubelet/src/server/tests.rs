@@ -181,8 +181,18 @@ async fn get(sender: &mut SendRequest<Empty<Bytes>>, path: &str) -> (StatusCode,
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// The annotation is the contract with the API server, which cannot depend on this crate: one
+/// spelling on both sides.
+#[test]
+fn the_endpoint_annotation_is_the_one_the_api_server_reads() {
+    assert_eq!(
+        super::ENDPOINT_ANNOTATION,
+        skiff_apiserver::kubelet::ENDPOINT_ANNOTATION
+    );
+}
+
 #[tokio::test]
-async fn only_authorized_certificates_get_in() {
+async fn callers_need_a_cluster_certificate_then_get_served() {
     let api = start(FakeRuntime::new()).await;
     let (status, body) = get(&mut api.connect(None).await, "/healthz").await;
     assert_eq!(
