@@ -4,11 +4,12 @@
 //! ```text
 //!  LbTable (one writer: ids, slot banks, refcounts)
 //!     │ LbMaps trait
-//!     ├── PinnedLbMaps ── bpf() on maps pinned under <bpffs>/maps
+//!     ├── PinnedLbMaps ── bpf() on maps pinned under <bpffs>/maps (batch commands where the kernel has them)
 //!     └── FakeLbMaps   ── in memory, for tests (checks the datapath's invariants on every write)
 //!  Datapath ── loads the embedded objects, attaches programs, pins links under <bpffs>/links
 //! ```
 
+mod batch;
 mod loader;
 mod maglev;
 mod maps;

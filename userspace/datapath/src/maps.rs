@@ -47,6 +47,34 @@ pub trait LbMaps {
     fn update_maglev(&mut self, key: &Maglev4Key, backend_id: u32) -> Result<(), MapsError>;
     fn delete_maglev(&mut self, key: &Maglev4Key) -> Result<(), MapsError>;
     fn dump_maglev(&self) -> Result<Vec<(Maglev4Key, u32)>, MapsError>;
+
+    // Many elements at once: the real maps use the kernel's batch commands (one bpf() call).
+    // Elements are applied in order and a failure stops at the failing one, so callers order
+    // writes exactly as they would single updates.
+
+    /// Creates or replaces every service map entry (slots, records), in order.
+    fn update_services(&mut self, entries: &[(Lb4Key, Lb4Service)]) -> Result<(), MapsError> {
+        entries
+            .iter()
+            .try_for_each(|(key, value)| self.update_service(key, value))
+    }
+
+    /// Deletes service map entries; missing ones are no error.
+    fn delete_services(&mut self, keys: &[Lb4Key]) -> Result<(), MapsError> {
+        keys.iter().try_for_each(|key| self.delete_service(key))
+    }
+
+    /// Creates or replaces Maglev slots, in order.
+    fn update_maglev_slots(&mut self, entries: &[(Maglev4Key, u32)]) -> Result<(), MapsError> {
+        entries
+            .iter()
+            .try_for_each(|(key, id)| self.update_maglev(key, *id))
+    }
+
+    /// Deletes Maglev slots; missing ones are no error.
+    fn delete_maglev_slots(&mut self, keys: &[Maglev4Key]) -> Result<(), MapsError> {
+        keys.iter().try_for_each(|key| self.delete_maglev(key))
+    }
 }
 
 /// In-memory maps for tests. After every write it checks what the kernel programs rely on:

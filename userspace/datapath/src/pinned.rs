@@ -3,10 +3,11 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
+    os::fd::AsFd as _,
     path::{Path, PathBuf},
 };
 
-use aya::maps::{HashMap, Map, MapData, PerCpuArray};
+use aya::maps::{HashMap, IterableMap as _, Map, MapData, PerCpuArray};
 use serde::Serialize;
 use skiff_ebpf_common::{
     Affinity4, Affinity4Key, Backend4, CT_FLAG_SNAT, CT_REPLY, CT_TCP_FIN, CT_TCP_RST, CT_TCP_SYN,
@@ -14,7 +15,10 @@ use skiff_ebpf_common::{
     MAP_SERVICES4, MAP_SOCK_REVNAT4, MAP_STATS, Maglev4Key, SockRevNat4, SockRevNat4Key,
 };
 
-use crate::{LbMaps, MapsError, Protocol};
+use crate::{
+    LbMaps, MapsError, Protocol,
+    batch::{self, BatchError},
+};
 
 /// Where the maps of a bpffs directory are pinned.
 #[must_use]
@@ -39,6 +43,82 @@ fn op_err(op: &'static str, map: &'static str) -> impl FnOnce(aya::maps::MapErro
             Some(flag) if full => MapsError::Full { op, map, flag },
             _ => MapsError::Op { op, map, source },
         }
+    }
+}
+
+/// A batch call's failure as the error of the single operation it stands for.
+fn batch_err(
+    op: &'static str,
+    map: &'static str,
+    call: &'static str,
+) -> impl FnOnce(BatchError) -> MapsError {
+    move |e| {
+        op_err(op, map)(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+            call,
+            io_error: e.into_io(),
+        }))
+    }
+}
+
+/// Every entry of a hash map: batched lookups, or get_next_key + lookup per entry on kernels
+/// without them.
+fn dump<K: aya::Pod, V: aya::Pod>(
+    map: &HashMap<MapData, K, V>,
+    name: &'static str,
+) -> Result<Vec<(K, V)>, MapsError> {
+    match batch::lookup_all(map.map().fd().as_fd()) {
+        Err(BatchError::Unsupported) => map
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(op_err("dump", name)),
+        other => other.map_err(batch_err("dump", name, "bpf_map_lookup_batch")),
+    }
+}
+
+/// Calls `each` on every entry, as [`dump`] without holding them all.
+fn for_each<K: aya::Pod, V: aya::Pod>(
+    map: &HashMap<MapData, K, V>,
+    name: &'static str,
+    mut each: impl FnMut(K, V),
+) -> Result<(), MapsError> {
+    match batch::lookup_each(map.map().fd().as_fd(), &mut each) {
+        Err(BatchError::Unsupported) => {
+            for item in map.iter() {
+                let (k, v) = item.map_err(op_err("dump", name))?;
+                each(k, v);
+            }
+            Ok(())
+        }
+        other => other.map_err(batch_err("dump", name, "bpf_map_lookup_batch")),
+    }
+}
+
+/// Batched update, or one update per element on kernels without batch commands.
+fn update_all<K: aya::Pod, V: aya::Pod>(
+    map: &mut HashMap<MapData, K, V>,
+    name: &'static str,
+    entries: &[(K, V)],
+) -> Result<(), MapsError> {
+    match batch::update(map.map().fd().as_fd(), entries) {
+        Err(BatchError::Unsupported) => entries
+            .iter()
+            .try_for_each(|(k, v)| map.insert(k, v, 0).map_err(op_err("update", name))),
+        other => other.map_err(batch_err("update", name, "bpf_map_update_batch")),
+    }
+}
+
+/// Batched delete (missing keys skipped), or one delete per key.
+fn delete_all<K: aya::Pod, V: aya::Pod>(
+    map: &mut HashMap<MapData, K, V>,
+    name: &'static str,
+    keys: &[K],
+) -> Result<(), MapsError> {
+    match batch::delete(map.map().fd().as_fd(), keys) {
+        Err(BatchError::Unsupported) => keys.iter().try_for_each(|k| match map.remove(k) {
+            Err(aya::maps::MapError::KeyNotFound) | Ok(()) => Ok(()),
+            Err(e) => Err(op_err("delete", name)(e)),
+        }),
+        other => other.map_err(batch_err("delete", name, "bpf_map_delete_batch")),
     }
 }
 
@@ -110,17 +190,11 @@ impl LbMaps for PinnedLbMaps {
     }
 
     fn dump_services(&self) -> Result<Vec<(Lb4Key, Lb4Service)>, MapsError> {
-        self.services
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(op_err("dump", MAP_SERVICES4))
+        dump(&self.services, MAP_SERVICES4)
     }
 
     fn dump_backends(&self) -> Result<Vec<(u32, Backend4)>, MapsError> {
-        self.backends
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(op_err("dump", MAP_BACKENDS4))
+        dump(&self.backends, MAP_BACKENDS4)
     }
 
     fn update_maglev(&mut self, key: &Maglev4Key, backend_id: u32) -> Result<(), MapsError> {
@@ -137,10 +211,23 @@ impl LbMaps for PinnedLbMaps {
     }
 
     fn dump_maglev(&self) -> Result<Vec<(Maglev4Key, u32)>, MapsError> {
-        self.maglev
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(op_err("dump", MAP_MAGLEV4))
+        dump(&self.maglev, MAP_MAGLEV4)
+    }
+
+    fn update_services(&mut self, entries: &[(Lb4Key, Lb4Service)]) -> Result<(), MapsError> {
+        update_all(&mut self.services, MAP_SERVICES4, entries)
+    }
+
+    fn delete_services(&mut self, keys: &[Lb4Key]) -> Result<(), MapsError> {
+        delete_all(&mut self.services, MAP_SERVICES4, keys)
+    }
+
+    fn update_maglev_slots(&mut self, entries: &[(Maglev4Key, u32)]) -> Result<(), MapsError> {
+        update_all(&mut self.maglev, MAP_MAGLEV4, entries)
+    }
+
+    fn delete_maglev_slots(&mut self, keys: &[Maglev4Key]) -> Result<(), MapsError> {
+        delete_all(&mut self.maglev, MAP_MAGLEV4, keys)
     }
 }
 
@@ -246,10 +333,9 @@ pub fn read_conntrack(bpffs: &Path, now_ns: u64) -> Result<Vec<CtFlow>, MapsErro
         HashMap::try_from(Map::LruHashMap(open(bpffs, MAP_CT4)?))
             .map_err(op_err("open", MAP_CT4))?;
     let mut flows = Vec::new();
-    for item in map.iter() {
-        let (key, entry) = item.map_err(op_err("dump", MAP_CT4))?;
+    for_each(&map, MAP_CT4, |key, entry| {
         flows.push(CtFlow::new(&key, &entry, now_ns));
-    }
+    })?;
     flows.sort_by_key(|f| (f.frontend, f.source, f.direction));
     Ok(flows)
 }
@@ -261,22 +347,16 @@ pub fn gc_conntrack(bpffs: &Path, now_ns: u64) -> Result<usize, MapsError> {
     let mut map: HashMap<MapData, Ct4Key, Ct4Entry> =
         HashMap::try_from(Map::LruHashMap(open(bpffs, MAP_CT4)?))
             .map_err(op_err("open", MAP_CT4))?;
-    let expired: Vec<Ct4Key> = map
-        .iter()
-        .filter_map(Result::ok)
-        .filter(|(_, e)| e.expires_ns < now_ns)
-        .map(|(k, _)| k)
-        .collect();
-    let mut removed = 0;
-    for key in &expired {
-        match map.remove(key) {
-            Ok(()) => removed += 1,
-            // Evicted or refreshed-and-replaced meanwhile: nothing to do.
-            Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(e) => return Err(op_err("delete", MAP_CT4)(e)),
+    let mut expired = Vec::new();
+    for_each(&map, MAP_CT4, |key, entry| {
+        if entry.expires_ns < now_ns {
+            expired.push(key);
         }
-    }
-    Ok(removed)
+    })?;
+    // An entry the datapath re-created for a new flow of the same five-tuple between the dump
+    // and the delete goes too, as it would with single deletes; evicted ones are skipped.
+    delete_all(&mut map, MAP_CT4, &expired)?;
+    Ok(expired.len())
 }
 
 /// How full a map is: the numbers behind map-pressure alerts.
@@ -301,7 +381,8 @@ pub fn map_usage(bpffs: &Path) -> Result<Vec<MapUsage>, MapsError> {
         let (id, capacity) = (info.id(), info.max_entries());
         let map: HashMap<MapData, K, V> =
             HashMap::try_from(wrap(data)).map_err(op_err("open", name))?;
-        let entries = map.keys().filter(Result::is_ok).count() as u64;
+        let mut entries = 0;
+        for_each(&map, name, |_, _| entries += 1)?;
         Ok(MapUsage {
             name,
             id,

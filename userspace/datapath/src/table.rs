@@ -100,10 +100,13 @@ impl<M: LbMaps> LbTable<M> {
                 },
             );
         }
-        for (key, _) in dump.iter().filter(|(k, _)| k.slot != 0) {
-            if repair && !live_slots.contains(key) {
-                maps.delete_service(key)?;
-            }
+        if repair {
+            let leftovers: Vec<Lb4Key> = dump
+                .iter()
+                .map(|(k, _)| *k)
+                .filter(|k| k.slot != 0 && !live_slots.contains(k))
+                .collect();
+            maps.delete_services(&leftovers)?;
         }
 
         let mut refs: HashMap<u32, u32> = HashMap::new();
@@ -141,15 +144,17 @@ impl<M: LbMaps> LbTable<M> {
                 (s.record.rev_nat_id, s)
             })
             .collect();
+        let mut leftovers = Vec::new();
         for (key, id) in maps.dump_maglev()? {
             match by_rev_nat.get_mut(&key.rev_nat_id) {
                 Some(s) if s.record.bank == key.bank && key.index < s.record.maglev_size => {
                     s.maglev[key.index as usize] = id;
                 }
-                _ if repair => maps.delete_maglev(&key)?,
+                _ if repair => leftovers.push(key),
                 _ => {}
             }
         }
+        maps.delete_maglev_slots(&leftovers)?;
         let rev_nat_used: BTreeSet<u16> = services.values().map(|s| s.record.rev_nat_id).collect();
         let next_rev_nat = rev_nat_used.last().map_or(1, |last| u32::from(*last) + 1);
         Ok(Self {
@@ -370,19 +375,25 @@ impl<M: LbMaps> LbTable<M> {
         table: &[u32],
     ) -> Result<(), TableError> {
         let bank_bit = record.bank_bit();
-        for (n, id) in ids.iter().enumerate() {
-            let slot = Lb4Service {
-                backend_id: *id,
-                ..Lb4Service::default()
-            };
-            // n < MAX_BACKENDS_PER_SERVICE, checked by upsert.
-            self.maps
-                .update_service(&key.backend_slot(bank_bit, n as u16 + 1), &slot)?;
-        }
-        for (index, id) in table.iter().enumerate() {
-            self.maps
-                .update_maglev(&record.maglev_key(index as u32), *id)?;
-        }
+        let slots: Vec<(Lb4Key, Lb4Service)> = ids
+            .iter()
+            .enumerate()
+            .map(|(n, id)| {
+                let slot = Lb4Service {
+                    backend_id: *id,
+                    ..Lb4Service::default()
+                };
+                // n < MAX_BACKENDS_PER_SERVICE, checked by upsert.
+                (key.backend_slot(bank_bit, n as u16 + 1), slot)
+            })
+            .collect();
+        self.maps.update_services(&slots)?;
+        let table: Vec<_> = table
+            .iter()
+            .enumerate()
+            .map(|(index, id)| (record.maglev_key(index as u32), *id))
+            .collect();
+        self.maps.update_maglev_slots(&table)?;
         self.maps.update_service(key, record)?;
         Ok(())
     }
@@ -396,13 +407,14 @@ impl<M: LbMaps> LbTable<M> {
         maglev: usize,
     ) -> Result<(), TableError> {
         let bank_bit = record.bank_bit();
-        for n in 1..=slots {
-            self.maps
-                .delete_service(&key.backend_slot(bank_bit, n as u16))?;
-        }
-        for index in 0..maglev {
-            self.maps.delete_maglev(&record.maglev_key(index as u32))?;
-        }
+        let slots: Vec<Lb4Key> = (1..=slots)
+            .map(|n| key.backend_slot(bank_bit, n as u16))
+            .collect();
+        self.maps.delete_services(&slots)?;
+        let table: Vec<_> = (0..maglev)
+            .map(|index| record.maglev_key(index as u32))
+            .collect();
+        self.maps.delete_maglev_slots(&table)?;
         Ok(())
     }
 
