@@ -19,6 +19,7 @@ mod discovery;
 mod errors;
 mod handlers;
 pub mod kubelet;
+mod kubernetes_endpoints;
 mod lifecycle;
 mod machinery;
 pub mod metrics;
@@ -39,6 +40,7 @@ use std::{net::Ipv4Addr, sync::Arc, time::Duration};
 
 use axum::Router;
 pub use errors::ApiError;
+pub use kubernetes_endpoints::KubernetesEndpoint;
 use skiff_store::Store;
 
 /// What the API server needs to know beyond its store.
@@ -56,6 +58,8 @@ pub struct Config {
     /// How the server reaches kubelets (logs, exec, port-forward, proxy, metrics); `None`:
     /// those answer 503.
     pub kubelet: Option<Arc<kubelet::KubeletClient>>,
+    /// What the `kubernetes` Service's endpoints name (in-cluster clients connect there).
+    pub kubernetes_endpoint: KubernetesEndpoint,
 }
 
 impl Default for Config {
@@ -66,6 +70,7 @@ impl Default for Config {
             node_port_range: (30_000, 32_767),
             bookmark_interval: Duration::from_secs(60),
             kubelet: None,
+            kubernetes_endpoint: KubernetesEndpoint::NodeLocal,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Background work of the API server: finishing the deletion of namespaces (removing what they
-//! hold, then their `kubernetes` finalizer) and reaping allocation keys no service holds.
+//! hold, then their `kubernetes` finalizer), reaping allocation keys no service holds, and
+//! keeping the `kubernetes` Service's endpoints.
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
@@ -20,6 +21,11 @@ pub async fn run<S: Store>(api: Arc<ApiServer<S>>) {
         }
         if let Err(e) = default_service_accounts(&api).await {
             warn!(error = %e, "creating default service accounts failed; retrying");
+        }
+        if let Err(e) =
+            crate::kubernetes_endpoints::reconcile(&api, api.config.kubernetes_endpoint).await
+        {
+            warn!(error = %e, "writing the kubernetes Service's endpoints failed; retrying");
         }
         match reap_allocations(&api, &suspects).await {
             Ok(next) => suspects = next,

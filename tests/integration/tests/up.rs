@@ -5,6 +5,7 @@
 //! a client on the node reaches through the eBPF socket load balancer (every pod answers in
 //! turn) and that the cluster DNS names; then the seed's node-facing commands through the API
 //! server and the kubelet API (logs, exec, port-forward, proxy, top, a ConfigMap volume); then
+//! kubectl inside a pod under a ServiceAccount bound to `view` (the seed's RBAC lesson); then
 //! the seed's workloads on real pods (probes, rolling update and undo, a Job, a DaemonSet); an
 //! image pulled from a local registry; then everything is gone again after SIGTERM.
 
@@ -176,6 +177,7 @@ fn up_runs_a_sandboxed_cluster_and_cleans_up_on_sigterm() {
     assert!(lookup.contains(cluster_ip.trim()), "{lookup}");
 
     node_streams_and_volumes(&kubectl, &dir, &name);
+    in_cluster_client(&kubectl, &dir);
     workloads(&kubectl, &dir, &name);
     pulled_from_a_registry(&kubectl, &dir, &name, &image);
 
@@ -250,6 +252,108 @@ impl Drop for Background {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The seed's RBAC lesson from inside the cluster: a pod running as the ServiceAccount `viewer`
+/// (bound to the `view` ClusterRole) runs kubectl with its in-cluster configuration (the service
+/// environment variables, the mounted token and CA) through the `kubernetes` Service, which the
+/// node's agent forwards to the API server on the host's loopback: reading works, creating a
+/// Deployment is refused with upstream's message.
+fn in_cluster_client(kubectl: &dyn Fn(&[&str]) -> String, dir: &Path) {
+    // The published endpoint: the Service's own address, answered by every node's agent.
+    let endpoints = kubectl(&["get", "endpoints", "kubernetes", "-o", "json"]);
+    let endpoints: serde_json::Value = serde_json::from_str(&endpoints).unwrap();
+    assert_eq!(
+        endpoints["subsets"][0]["addresses"][0]["ip"], "10.96.0.1",
+        "{endpoints}"
+    );
+    assert_eq!(
+        endpoints["subsets"][0]["ports"][0]["port"], 443,
+        "{endpoints}"
+    );
+
+    kubectl(&["create", "serviceaccount", "viewer"]);
+    kubectl(&[
+        "create",
+        "rolebinding",
+        "viewercanview",
+        "--clusterrole=view",
+        "--serviceaccount=default:viewer",
+    ]);
+    // The host's kubectl in the pod (a static binary; the machine's `kubectl` is a dispatcher,
+    // so the real one of the server's minor version).
+    let dispatcher = std::fs::canonicalize(
+        std::env::var_os("PATH")
+            .and_then(|path| {
+                std::env::split_paths(&path)
+                    .map(|d| d.join("kubectl"))
+                    .find(|p| p.exists())
+            })
+            .expect("kubectl on PATH"),
+    )
+    .unwrap();
+    let versioned = dispatcher.with_file_name("kubectl.1.32");
+    let binary = if versioned.exists() {
+        versioned
+    } else {
+        dispatcher
+    };
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "eyepod"},
+        "spec": {
+            "serviceAccountName": "viewer",
+            "containers": [{"name": "eye", "image": "docker.io/library/busybox:1.35",
+                            "command": ["sleep", "3600"],
+                            "volumeMounts": [{"name": "kubectl", "mountPath": "/usr/local/bin/kubectl"}]}],
+            "volumes": [{"name": "kubectl",
+                         "hostPath": {"path": binary.display().to_string(), "type": "File"}}],
+        },
+    });
+    let manifest = dir.join("eyepod.json");
+    std::fs::write(&manifest, pod.to_string()).unwrap();
+    kubectl(&["apply", "-f", manifest.to_str().unwrap()]);
+    kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/eyepod",
+        "--timeout=60s",
+    ]);
+
+    let env = kubectl(&["exec", "eyepod", "--", "env"]);
+    assert!(env.contains("KUBERNETES_SERVICE_HOST=10.96.0.1\n"), "{env}");
+    assert!(env.contains("KUBERNETES_SERVICE_PORT=443\n"), "{env}");
+    assert!(
+        env.contains("KUBERNETES_PORT=tcp://10.96.0.1:443\n"),
+        "{env}"
+    );
+
+    let inside = |args: &[&str]| {
+        let mut all = vec!["exec", "eyepod", "--", "/usr/local/bin/kubectl"];
+        all.extend_from_slice(args);
+        kubectl_cmd(dir, &all).output().unwrap()
+    };
+    let pods = inside(&["get", "pods", "-o", "name"]);
+    assert!(
+        pods.status.success() && String::from_utf8_lossy(&pods.stdout).contains("pod/eyepod"),
+        "kubectl in the pod: {pods:?}"
+    );
+    let can = |verb: &str, what: &str| {
+        let out = inside(&["auth", "can-i", verb, what]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(can("get", "pods"), "yes");
+    assert_eq!(can("create", "pods"), "no");
+    let create = inside(&["create", "deployment", "testrab", "--image", "nginx"]);
+    assert!(!create.status.success(), "{create:?}");
+    let stderr = String::from_utf8_lossy(&create.stderr);
+    assert!(
+        stderr.contains(
+            "deployments.apps is forbidden: User \"system:serviceaccount:default:viewer\" cannot \
+             create resource \"deployments\" in API group \"apps\" in the namespace \"default\""
+        ),
+        "{stderr}"
+    );
+    kubectl(&["delete", "pod", "eyepod", "--wait=false"]);
 }
 
 fn free_port() -> u16 {

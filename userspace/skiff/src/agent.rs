@@ -66,6 +66,11 @@ pub struct AgentArgs {
     /// Run no cluster DNS on this node.
     #[arg(long)]
     pub no_dns: bool,
+    /// Do not answer the `kubernetes` Service's address on this node. By default the agent
+    /// listens on it (in the node's namespace) and forwards to the API server it is joined to,
+    /// so pods' in-cluster clients reach the API (see `skiff server --advertise-address`).
+    #[arg(long)]
+    pub no_apiserver_forward: bool,
     /// containerd's CRI socket, when the node runs its own containerd; by default the agent
     /// starts and configures one (its state under the data dir).
     #[arg(long)]
@@ -199,6 +204,18 @@ async fn agent(args: &AgentArgs, node_name: String) -> anyhow::Result<()> {
         spawn_dns(args.netns.clone(), dns, cache, stop_rx.clone())?;
     }
 
+    // In-cluster clients: the `kubernetes` Service's address, answered on this node.
+    if !args.no_apiserver_forward {
+        let (listen, listener) = apiserver_listener(&client, args.netns.as_deref()).await?;
+        let upstream = api_address(&args.server)?;
+        tokio::spawn(crate::node::forward(
+            listener,
+            upstream,
+            tokio::runtime::Handle::current(),
+        ));
+        info!(%listen, %upstream, "in-cluster clients reach the API server here");
+    }
+
     // Pods: containerd, the CNI plugin and the kubelet.
     let _containerd = if args.no_kubelet {
         None
@@ -330,6 +347,41 @@ async fn agent(args: &AgentArgs, node_name: String) -> anyhow::Result<()> {
 }
 
 /// The API server's socket address, from its URL.
+/// A listener on the `kubernetes` Service's address and port, made inside the node's namespace
+/// (a socket stays in the namespace it was made in; accepting and forwarding run here).
+async fn apiserver_listener(
+    client: &Client,
+    netns: Option<&Path>,
+) -> anyhow::Result<(SocketAddr, tokio::net::TcpListener)> {
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(client.clone(), "default");
+    let service = services
+        .get("kubernetes")
+        .await
+        .context("reading the kubernetes Service")?;
+    let spec = service.spec.unwrap_or_default();
+    let ip: Ipv4Addr = spec
+        .cluster_ip
+        .as_deref()
+        .and_then(|ip| ip.parse().ok())
+        .context("the kubernetes Service has no IPv4 cluster address")?;
+    let port = spec
+        .ports
+        .unwrap_or_default()
+        .first()
+        .and_then(|p| u16::try_from(p.port).ok())
+        .context("the kubernetes Service has no port")?;
+    let listen = SocketAddr::from((ip, port));
+    let listener = in_netns(netns, || -> anyhow::Result<std::net::TcpListener> {
+        ensure_local_address(listen)?;
+        let listener = std::net::TcpListener::bind(listen)
+            .with_context(|| format!("listening on {listen} (the kubernetes Service)"))?;
+        listener.set_nonblocking(true)?;
+        Ok(listener)
+    })??;
+    Ok((listen, tokio::net::TcpListener::from_std(listener)?))
+}
+
 fn api_address(server: &str) -> anyhow::Result<SocketAddr> {
     let uri: hyper::Uri = server
         .parse()

@@ -153,6 +153,7 @@ skiff up: a single-node cluster, node {name:?} in a sandbox
     skiff-cni                     installed pod network from the node's pod CIDR
     eBPF socket load balancer     attached  pins under {bpffs}
     cluster DNS                   answering 10.96.0.10:53 inside the sandbox
+    in-cluster API                forwarding kubernetes.default (10.96.0.1:443) to the API server
 
 Point kubectl at it:
   export KUBECONFIG={kubeconfig}

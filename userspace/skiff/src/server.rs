@@ -10,7 +10,7 @@ use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use clap::Args;
 use skiff_apiserver::{
-    ApiServer, Config,
+    ApiServer, Config, KubernetesEndpoint,
     authn::Authenticator,
     authz::Authorizer,
     kubelet::{self, KubeletClient},
@@ -40,6 +40,12 @@ pub struct ServerArgs {
     /// for tests.
     #[arg(long)]
     pub insecure_loopback: bool,
+    /// The address pods reach this API server by: published as the `kubernetes` Service's
+    /// endpoint, with the port of --listen. Without it the endpoint is the Service's own address,
+    /// which every node's agent answers by forwarding to the server it is joined to (so the API
+    /// server may listen on loopback only, and each node uses its own server).
+    #[arg(long)]
+    pub advertise_address: Option<std::net::Ipv4Addr>,
     /// Extra names and addresses for the serving certificate.
     #[arg(long = "tls-san")]
     pub tls_sans: Vec<String>,
@@ -152,6 +158,12 @@ async fn serve<S: Store>(args: &ServerArgs, store: Arc<S>) -> anyhow::Result<()>
     let config = Config {
         minor: args.kubernetes_minor,
         kubelet,
+        kubernetes_endpoint: match args.advertise_address {
+            Some(ip) => {
+                KubernetesEndpoint::Advertised(std::net::SocketAddrV4::new(ip, args.listen.port()))
+            }
+            None => KubernetesEndpoint::NodeLocal,
+        },
         ..Config::default()
     };
     let bootstrap =

@@ -92,6 +92,11 @@ pub struct DatapathArgs {
     /// Repetitions of each new-connection run, reported as the median (default 3, 1 with --quick).
     #[arg(long)]
     pub reps: Option<usize>,
+    /// Measure only these datapaths beside the direct baseline, e.g. `skiff` or `skiff,nft`
+    /// (default: skiff, iptables-legacy, iptables-nft, nft). Targets comparing with a datapath
+    /// left out are reported as not measured.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Option<Vec<String>>,
 }
 
 /// In a debug xtask: builds skiff and xtask in release, runs `xtask bench WHICH` from there and

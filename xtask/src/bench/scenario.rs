@@ -64,6 +64,13 @@ pub enum Datapath {
 
 impl Datapath {
     pub const RULES: [Self; 3] = [Self::IptablesLegacy, Self::IptablesNft, Self::Nft];
+    /// Everything measured against the direct baseline, in the order of the runs.
+    pub const MEASURED: [Self; 4] = [
+        Self::Skiff,
+        Self::IptablesLegacy,
+        Self::IptablesNft,
+        Self::Nft,
+    ];
 
     pub const fn label(self) -> &'static str {
         match self {
@@ -189,6 +196,8 @@ pub struct Settings {
     pub skiff_changes: usize,
     /// Pause between runs, after `conntrack -F`.
     pub settle: Duration,
+    /// The datapaths measured beside the direct baseline.
+    pub datapaths: Vec<Datapath>,
 }
 
 impl Settings {
@@ -217,6 +226,24 @@ impl Settings {
             bail!("--duration must be at least 1 second");
         }
         let reps = args.reps.unwrap_or(if quick { 1 } else { 3 }).max(1);
+        let datapaths = match &args.only {
+            None => Datapath::MEASURED.to_vec(),
+            Some(names) => {
+                let mut chosen = Vec::new();
+                for name in names {
+                    let Some(d) = Datapath::MEASURED.into_iter().find(|d| d.label() == name) else {
+                        bail!(
+                            "--only {name:?}: the datapaths are skiff, iptables-legacy, iptables-nft and nft"
+                        );
+                    };
+                    chosen.push(d);
+                }
+                Datapath::MEASURED
+                    .into_iter()
+                    .filter(|d| chosen.contains(d))
+                    .collect()
+            }
+        };
         Ok(Self {
             quick,
             sizes,
@@ -225,6 +252,7 @@ impl Settings {
             update_reps: reps,
             skiff_changes: if quick { 51 } else { 201 },
             settle: Duration::from_secs(if quick { 1 } else { 2 }),
+            datapaths,
         })
     }
 
@@ -289,8 +317,8 @@ pub fn run(root: &Path, args: &DatapathArgs) -> anyhow::Result<()> {
     let out_dir = root.join("target/bench");
     fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let env = report::Environment::probe(root);
-    let configs = settings.sizes.len() * 4 + 2;
-    let targets = settings.sizes.len() * 12 + 4;
+    let configs = settings.sizes.len() * settings.datapaths.len() + 2;
+    let targets = settings.sizes.len() * settings.datapaths.len() * 3 + 4;
     let runs_planned = targets * settings.reps * 2;
     let per_run = settings.duration + settings.settle + Duration::from_millis(1500);
     eprintln!(
@@ -300,7 +328,7 @@ pub fn run(root: &Path, args: &DatapathArgs) -> anyhow::Result<()> {
         settings.duration.as_secs(),
         settings.reps,
         (per_run * runs_planned as u32).as_secs() / 60,
-        if settings.sizes.contains(&10_000) {
+        if settings.sizes.contains(&10_000) && settings.datapaths.contains(&Datapath::Nft) {
             "; nft loads 10,000 services in one transaction, about 3 min"
         } else {
             ""
@@ -325,12 +353,7 @@ pub fn run(root: &Path, args: &DatapathArgs) -> anyhow::Result<()> {
 
     configuration(&mut ctx, Datapath::Direct, None, "start")?;
     for &size in &settings.sizes {
-        for datapath in [
-            Datapath::Skiff,
-            Datapath::IptablesLegacy,
-            Datapath::IptablesNft,
-            Datapath::Nft,
-        ] {
+        for &datapath in &settings.datapaths {
             configuration(&mut ctx, datapath, Some(size), "")?;
         }
     }

@@ -1,11 +1,12 @@
 //! A container's environment: `envFrom` (ConfigMaps, Secrets), then `env` with `value`
-//! (`$(VAR)` expanded from what came before) and `valueFrom` (fieldRef, configMapKeyRef,
-//! secretKeyRef).
+//! (`$(VAR)` expanded from what came before, then from the service variables) and `valueFrom`
+//! (fieldRef, configMapKeyRef, secretKeyRef), then the service variables (upstream
+//! `makeEnvironmentVariables` with `getServiceEnvVarMap` and `envvars.FromServices`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
-use kube::Api;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
+use kube::{Api, api::ListParams};
 
 use super::spec::expand;
 
@@ -41,8 +42,23 @@ pub struct Placement {
     pub pod_ip: String,
 }
 
-/// Something that serves ConfigMaps and Secrets (the API; a map in tests).
+/// The namespace and name of the API server's own Service, whose variables every container gets
+/// (upstream's "master services").
+const KUBERNETES_SERVICE: (&str, &str) = ("default", "kubernetes");
+
+/// Something that serves ConfigMaps, Secrets and Services (the API; a map in tests).
 pub trait Objects: Send + Sync {
+    /// One Service, `None` when it does not exist.
+    fn service(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Service>, EnvError>> + Send;
+    /// Every Service of a namespace.
+    fn services(
+        &self,
+        namespace: &str,
+    ) -> impl Future<Output = Result<Vec<Service>, EnvError>> + Send;
     fn config_map(
         &self,
         namespace: &str,
@@ -56,6 +72,28 @@ pub trait Objects: Send + Sync {
 }
 
 impl Objects for kube::Client {
+    async fn service(&self, namespace: &str, name: &str) -> Result<Option<Service>, EnvError> {
+        let api: Api<Service> = Api::namespaced(self.clone(), namespace);
+        api.get_opt(name).await.map_err(|source| EnvError::Api {
+            kind: "service",
+            name: format!("{namespace}/{name}"),
+            source,
+        })
+    }
+
+    async fn services(&self, namespace: &str) -> Result<Vec<Service>, EnvError> {
+        let api: Api<Service> = Api::namespaced(self.clone(), namespace);
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|source| EnvError::Api {
+                kind: "services of namespace",
+                name: namespace.to_owned(),
+                source,
+            })?;
+        Ok(list.items)
+    }
+
     async fn config_map(
         &self,
         namespace: &str,
@@ -94,7 +132,8 @@ impl Objects for kube::Client {
     }
 }
 
-/// The environment, in order (later entries override earlier ones of the same name).
+/// The environment, in order (later entries override earlier ones of the same name): the
+/// container's own variables, then the service variables it does not set itself, by name.
 pub async fn resolve(
     objects: &impl Objects,
     pod: &Pod,
@@ -102,6 +141,12 @@ pub async fn resolve(
     placement: &Placement,
 ) -> Result<Vec<(String, String)>, EnvError> {
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let links = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.enable_service_links)
+        .unwrap_or(true);
+    let services = service_env(objects, namespace, links).await?;
     let mut out: Vec<(String, String)> = Vec::new();
     let set = |out: &mut Vec<(String, String)>, k: String, v: String| {
         if let Some(slot) = out.iter_mut().find(|(name, _)| *name == k) {
@@ -169,15 +214,128 @@ pub async fn resolve(
                 Some(String::new())
             }
         } else {
-            let vars: HashMap<&str, &str> =
-                out.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            // The container's own variables first, the service variables as a fallback
+            // (upstream `MappingFuncFor(tmpEnv, serviceEnv)`).
+            let vars: HashMap<&str, &str> = services
+                .iter()
+                .chain(out.iter().map(|(k, v)| (k, v)))
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             Some(expand(env.value.as_deref().unwrap_or_default(), &vars))
         };
         if let Some(value) = value {
             set(&mut out, env.name.clone(), value);
         }
     }
+    for (k, v) in services {
+        if !out.iter().any(|(name, _)| *name == k) {
+            out.push((k, v));
+        }
+    }
     Ok(out)
+}
+
+/// The service variables of a pod in `namespace` (upstream `getServiceEnvVarMap`): those of
+/// `default/kubernetes` always, and with service links on, those of every Service of the
+/// namespace, which win over `default/kubernetes` when one of them is called `kubernetes`.
+async fn service_env(
+    objects: &impl Objects,
+    namespace: &str,
+    links: bool,
+) -> Result<BTreeMap<String, String>, EnvError> {
+    let (kubernetes_ns, kubernetes_name) = KUBERNETES_SERVICE;
+    let mut by_name: BTreeMap<String, Service> = BTreeMap::new();
+    if links {
+        for s in objects.services(namespace).await? {
+            if has_cluster_ip(&s) {
+                by_name.insert(s.metadata.name.clone().unwrap_or_default(), s);
+            }
+        }
+    }
+    // In `default` with links on, the list already held it (if it exists).
+    let listed = links && namespace == kubernetes_ns;
+    if !listed
+        && !by_name.contains_key(kubernetes_name)
+        && let Some(s) = objects.service(kubernetes_ns, kubernetes_name).await?
+        && has_cluster_ip(&s)
+    {
+        by_name.insert(kubernetes_name.to_owned(), s);
+    }
+    Ok(service_vars(by_name.values()).into_iter().collect())
+}
+
+/// Whether a Service has a cluster IP (upstream `IsServiceIPSet`): headless and ExternalName
+/// Services have none, so they get no variables.
+fn has_cluster_ip(s: &Service) -> bool {
+    let ip = s
+        .spec
+        .as_ref()
+        .and_then(|s| s.cluster_ip.as_deref())
+        .unwrap_or_default();
+    !ip.is_empty() && ip != "None"
+}
+
+/// The variables of the given Services, in order (upstream `envvars.FromServices`):
+/// `<NAME>_SERVICE_HOST`, `<NAME>_SERVICE_PORT` (first port), `<NAME>_SERVICE_PORT_<PORT>` for
+/// each named port, and the Docker link variables `<NAME>_PORT` (first port) and
+/// `<NAME>_PORT_<port>_<PROTO>{,_PROTO,_PORT,_ADDR}` for each port.
+pub fn service_vars<'a>(services: impl IntoIterator<Item = &'a Service>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for service in services {
+        if !has_cluster_ip(service) {
+            continue;
+        }
+        let Some(spec) = &service.spec else {
+            continue;
+        };
+        let ip = spec.cluster_ip.as_deref().unwrap_or_default();
+        let prefix = env_name(service.metadata.name.as_deref().unwrap_or_default());
+        let ports = spec.ports.as_deref().unwrap_or_default();
+        out.push((format!("{prefix}_SERVICE_HOST"), ip.to_owned()));
+        // Validation gives every Service with a cluster IP a port; upstream would index out of
+        // range without one, here it just has no port variables.
+        if let Some(first) = ports.first() {
+            let name = format!("{prefix}_SERVICE_PORT");
+            out.push((name.clone(), first.port.to_string()));
+            for p in ports {
+                if let Some(port_name) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                    out.push((
+                        format!("{name}_{}", env_name(port_name)),
+                        p.port.to_string(),
+                    ));
+                }
+            }
+        }
+        // An IPv6 address is bracketed, as Go's `net.JoinHostPort` does.
+        let host = if ip.contains(':') {
+            format!("[{ip}]")
+        } else {
+            ip.to_owned()
+        };
+        for (i, p) in ports.iter().enumerate() {
+            let protocol = p
+                .protocol
+                .as_deref()
+                .filter(|p| !p.is_empty())
+                .unwrap_or("TCP");
+            let lower = protocol.to_lowercase();
+            let url = format!("{lower}://{host}:{}", p.port);
+            if i == 0 {
+                out.push((format!("{prefix}_PORT"), url.clone()));
+            }
+            let pp = format!("{prefix}_PORT_{}_{}", p.port, protocol.to_uppercase());
+            out.push((pp.clone(), url));
+            out.push((format!("{pp}_PROTO"), lower));
+            out.push((format!("{pp}_PORT"), p.port.to_string()));
+            out.push((format!("{pp}_ADDR"), ip.to_owned()));
+        }
+    }
+    out
+}
+
+/// A Service or port name as a variable name (upstream `makeEnvVariableName`).
+fn env_name(name: &str) -> String {
+    name.replace('-', "_").to_uppercase()
 }
 
 fn key_of(
@@ -202,7 +360,7 @@ fn key_of(
 
 fn field(pod: &Pod, path: &str, placement: &Placement) -> Result<Option<String>, EnvError> {
     let m = &pod.metadata;
-    let indexed = |prefix: &str, map: &Option<std::collections::BTreeMap<String, String>>| {
+    let indexed = |prefix: &str, map: &Option<BTreeMap<String, String>>| {
         path.strip_prefix(prefix)
             .and_then(|r| r.strip_suffix("']"))
             .map(|k| {
@@ -239,16 +397,53 @@ fn field(pod: &Pod, path: &str, placement: &Placement) -> Result<Option<String>,
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use k8s_openapi::api::core::v1::{
         ConfigMapEnvSource, ConfigMapKeySelector, EnvFromSource, EnvVar, EnvVarSource,
-        ObjectFieldSelector, SecretEnvSource,
+        ObjectFieldSelector, PodSpec, SecretEnvSource, ServicePort, ServiceSpec,
     };
 
     use super::*;
 
-    struct Fixed;
+    /// Fixed ConfigMaps and Secrets, the given Services, and how often Services were read.
+    #[derive(Default)]
+    struct Fixed {
+        services: Vec<Service>,
+        gets: AtomicUsize,
+        lists: AtomicUsize,
+    }
+
+    impl Fixed {
+        fn with(services: Vec<Service>) -> Self {
+            Self {
+                services,
+                ..Self::default()
+            }
+        }
+    }
 
     impl Objects for Fixed {
+        async fn service(&self, namespace: &str, name: &str) -> Result<Option<Service>, EnvError> {
+            self.gets.fetch_add(1, Ordering::Relaxed);
+            Ok(self
+                .services
+                .iter()
+                .find(|s| {
+                    s.metadata.namespace.as_deref() == Some(namespace)
+                        && s.metadata.name.as_deref() == Some(name)
+                })
+                .cloned())
+        }
+        async fn services(&self, namespace: &str) -> Result<Vec<Service>, EnvError> {
+            self.lists.fetch_add(1, Ordering::Relaxed);
+            Ok(self
+                .services
+                .iter()
+                .filter(|s| s.metadata.namespace.as_deref() == Some(namespace))
+                .cloned()
+                .collect())
+        }
         async fn config_map(
             &self,
             _: &str,
@@ -264,6 +459,38 @@ mod tests {
         ) -> Result<Option<HashMap<String, String>>, EnvError> {
             Ok((name == "s").then(|| HashMap::from([("PASS".into(), "pw".into())])))
         }
+    }
+
+    /// A Service; each port is (name, port, protocol).
+    fn svc(namespace: &str, name: &str, ip: &str, ports: &[(&str, i32, &str)]) -> Service {
+        let mut s = Service::default();
+        s.metadata.namespace = Some(namespace.into());
+        s.metadata.name = Some(name.into());
+        s.spec = Some(ServiceSpec {
+            cluster_ip: Some(ip.into()),
+            ports: Some(
+                ports
+                    .iter()
+                    .map(|&(name, port, protocol)| ServicePort {
+                        name: (!name.is_empty()).then(|| name.into()),
+                        port,
+                        protocol: (!protocol.is_empty()).then(|| protocol.into()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        });
+        s
+    }
+
+    fn kubernetes() -> Service {
+        svc(
+            "default",
+            "kubernetes",
+            "10.96.0.1",
+            &[("https", 443, "TCP")],
+        )
     }
 
     fn pod() -> Pod {
@@ -343,7 +570,9 @@ mod tests {
             host_ip: "192.0.2.1".into(),
             pod_ip: "10.244.0.9".into(),
         };
-        let env = resolve(&Fixed, &pod(), &c, &placement).await.unwrap();
+        let env = resolve(&Fixed::default(), &pod(), &c, &placement)
+            .await
+            .unwrap();
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("CM_A"), Some("override"));
         assert_eq!(get("CM_B"), Some("b"));
@@ -368,7 +597,7 @@ mod tests {
             }]),
             ..Default::default()
         };
-        let err = resolve(&Fixed, &pod(), &c, &Placement::default())
+        let err = resolve(&Fixed::default(), &pod(), &c, &Placement::default())
             .await
             .unwrap_err();
         assert_eq!(err.to_string(), "configmap \"nope\" not found");
@@ -378,10 +607,235 @@ mod tests {
             .unwrap()
             .optional = Some(true);
         assert!(
-            resolve(&Fixed, &pod(), &c, &Placement::default())
+            resolve(&Fixed::default(), &pod(), &c, &Placement::default())
                 .await
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    fn names(env: &[(String, String)]) -> Vec<&str> {
+        env.iter().map(|(k, _)| k.as_str()).collect()
+    }
+
+    /// Upstream's `TestEnvVarsFromServices` (pkg/kubelet/envvars/envvars_test.go).
+    #[test]
+    fn service_vars_match_upstream() {
+        let services = [
+            svc("ns", "foo-bar", "1.2.3.4", &[("", 8080, "TCP")]),
+            svc(
+                "ns",
+                "abc-123",
+                "5.6.7.8",
+                &[("u-d-p", 8081, "UDP"), ("t-c-p", 8081, "TCP")],
+            ),
+            svc(
+                "ns",
+                "q-u-u-x",
+                "9.8.7.6",
+                &[("", 8082, ""), ("8083", 8083, "TCP")],
+            ),
+            svc("ns", "svrc-clusterip-none", "None", &[("", 8082, "TCP")]),
+            svc("ns", "svrc-clusterip-empty", "", &[("", 8082, "TCP")]),
+            svc(
+                "ns",
+                "super-ipv6",
+                "2001:DB8::",
+                &[("u-d-p", 8084, "UDP"), ("t-c-p", 8084, "TCP")],
+            ),
+        ];
+        let expected = [
+            ("FOO_BAR_SERVICE_HOST", "1.2.3.4"),
+            ("FOO_BAR_SERVICE_PORT", "8080"),
+            ("FOO_BAR_PORT", "tcp://1.2.3.4:8080"),
+            ("FOO_BAR_PORT_8080_TCP", "tcp://1.2.3.4:8080"),
+            ("FOO_BAR_PORT_8080_TCP_PROTO", "tcp"),
+            ("FOO_BAR_PORT_8080_TCP_PORT", "8080"),
+            ("FOO_BAR_PORT_8080_TCP_ADDR", "1.2.3.4"),
+            ("ABC_123_SERVICE_HOST", "5.6.7.8"),
+            ("ABC_123_SERVICE_PORT", "8081"),
+            ("ABC_123_SERVICE_PORT_U_D_P", "8081"),
+            ("ABC_123_SERVICE_PORT_T_C_P", "8081"),
+            ("ABC_123_PORT", "udp://5.6.7.8:8081"),
+            ("ABC_123_PORT_8081_UDP", "udp://5.6.7.8:8081"),
+            ("ABC_123_PORT_8081_UDP_PROTO", "udp"),
+            ("ABC_123_PORT_8081_UDP_PORT", "8081"),
+            ("ABC_123_PORT_8081_UDP_ADDR", "5.6.7.8"),
+            ("ABC_123_PORT_8081_TCP", "tcp://5.6.7.8:8081"),
+            ("ABC_123_PORT_8081_TCP_PROTO", "tcp"),
+            ("ABC_123_PORT_8081_TCP_PORT", "8081"),
+            ("ABC_123_PORT_8081_TCP_ADDR", "5.6.7.8"),
+            ("Q_U_U_X_SERVICE_HOST", "9.8.7.6"),
+            ("Q_U_U_X_SERVICE_PORT", "8082"),
+            ("Q_U_U_X_SERVICE_PORT_8083", "8083"),
+            ("Q_U_U_X_PORT", "tcp://9.8.7.6:8082"),
+            ("Q_U_U_X_PORT_8082_TCP", "tcp://9.8.7.6:8082"),
+            ("Q_U_U_X_PORT_8082_TCP_PROTO", "tcp"),
+            ("Q_U_U_X_PORT_8082_TCP_PORT", "8082"),
+            ("Q_U_U_X_PORT_8082_TCP_ADDR", "9.8.7.6"),
+            ("Q_U_U_X_PORT_8083_TCP", "tcp://9.8.7.6:8083"),
+            ("Q_U_U_X_PORT_8083_TCP_PROTO", "tcp"),
+            ("Q_U_U_X_PORT_8083_TCP_PORT", "8083"),
+            ("Q_U_U_X_PORT_8083_TCP_ADDR", "9.8.7.6"),
+            ("SUPER_IPV6_SERVICE_HOST", "2001:DB8::"),
+            ("SUPER_IPV6_SERVICE_PORT", "8084"),
+            ("SUPER_IPV6_SERVICE_PORT_U_D_P", "8084"),
+            ("SUPER_IPV6_SERVICE_PORT_T_C_P", "8084"),
+            ("SUPER_IPV6_PORT", "udp://[2001:DB8::]:8084"),
+            ("SUPER_IPV6_PORT_8084_UDP", "udp://[2001:DB8::]:8084"),
+            ("SUPER_IPV6_PORT_8084_UDP_PROTO", "udp"),
+            ("SUPER_IPV6_PORT_8084_UDP_PORT", "8084"),
+            ("SUPER_IPV6_PORT_8084_UDP_ADDR", "2001:DB8::"),
+            ("SUPER_IPV6_PORT_8084_TCP", "tcp://[2001:DB8::]:8084"),
+            ("SUPER_IPV6_PORT_8084_TCP_PROTO", "tcp"),
+            ("SUPER_IPV6_PORT_8084_TCP_PORT", "8084"),
+            ("SUPER_IPV6_PORT_8084_TCP_ADDR", "2001:DB8::"),
+        ];
+        let got = service_vars(&services);
+        let got: Vec<(&str, &str)> = got.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(got, expected);
+    }
+
+    #[tokio::test]
+    async fn service_links_add_the_namespace_services_and_kubernetes() {
+        let objects = Fixed::with(vec![
+            kubernetes(),
+            svc("default", "elsewhere", "10.96.0.7", &[("", 80, "TCP")]),
+            svc("ns1", "web", "10.96.0.10", &[("http", 80, "TCP")]),
+            svc("ns1", "headless", "None", &[("", 80, "TCP")]),
+            svc("other", "web2", "10.96.0.11", &[("", 80, "TCP")]),
+        ]);
+        let c = Container {
+            name: "c".into(),
+            env: Some(vec![var("OWN", "x")]),
+            ..Default::default()
+        };
+        let env = resolve(&objects, &pod(), &c, &Placement::default())
+            .await
+            .unwrap();
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("KUBERNETES_SERVICE_HOST"), Some("10.96.0.1"));
+        assert_eq!(get("KUBERNETES_SERVICE_PORT"), Some("443"));
+        assert_eq!(get("KUBERNETES_SERVICE_PORT_HTTPS"), Some("443"));
+        assert_eq!(get("KUBERNETES_PORT"), Some("tcp://10.96.0.1:443"));
+        assert_eq!(get("WEB_SERVICE_HOST"), Some("10.96.0.10"));
+        assert_eq!(get("WEB_SERVICE_PORT_HTTP"), Some("80"));
+        assert_eq!(get("WEB_PORT_80_TCP_ADDR"), Some("10.96.0.10"));
+        let names = names(&env);
+        for absent in ["HEADLESS_", "ELSEWHERE_", "WEB2_"] {
+            assert!(
+                !names.iter().any(|n| n.starts_with(absent)),
+                "{absent}: {names:?}"
+            );
+        }
+        // The container's own variables first, then the service variables by name.
+        assert_eq!(names[0], "OWN");
+        assert!(names[1..].is_sorted(), "{names:?}");
+        assert_eq!(names.len(), 1 + 8 + 8);
+        assert_eq!(objects.lists.load(Ordering::Relaxed), 1);
+        assert_eq!(objects.gets.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn without_service_links_only_kubernetes_is_added() {
+        let objects = Fixed::with(vec![
+            kubernetes(),
+            svc("ns1", "web", "10.96.0.10", &[("http", 80, "TCP")]),
+        ]);
+        let mut p = pod();
+        p.spec = Some(PodSpec {
+            enable_service_links: Some(false),
+            ..Default::default()
+        });
+        let env = resolve(&objects, &p, &Container::default(), &Placement::default())
+            .await
+            .unwrap();
+        let names = names(&env);
+        assert!(names.contains(&"KUBERNETES_SERVICE_HOST"), "{names:?}");
+        assert!(
+            names.iter().all(|n| n.starts_with("KUBERNETES_")),
+            "{names:?}"
+        );
+        assert_eq!(objects.lists.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn container_env_overrides_and_expands_service_vars() {
+        let objects = Fixed::with(vec![
+            kubernetes(),
+            svc("ns1", "cm", "10.96.0.10", &[("", 80, "TCP")]),
+        ]);
+        let c = Container {
+            name: "c".into(),
+            // envFrom sets CM_SERVICE_A and CM_SERVICE_B, next to the Service `cm`'s variables.
+            env_from: Some(vec![EnvFromSource {
+                config_map_ref: Some(ConfigMapEnvSource {
+                    name: "cm".into(),
+                    optional: None,
+                }),
+                prefix: Some("CM_SERVICE_".into()),
+                secret_ref: None,
+            }]),
+            env: Some(vec![
+                var(
+                    "URL",
+                    "https://$(KUBERNETES_SERVICE_HOST):$(KUBERNETES_SERVICE_PORT)",
+                ),
+                var("KUBERNETES_SERVICE_PORT", "6443"),
+                var("AFTER", "$(KUBERNETES_SERVICE_PORT)"),
+                var("CM_SERVICE_HOST", "overridden"),
+            ]),
+            ..Default::default()
+        };
+        let env = resolve(&objects, &pod(), &c, &Placement::default())
+            .await
+            .unwrap();
+        let all = |k: &str| -> Vec<&str> {
+            env.iter()
+                .filter(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        assert_eq!(all("URL"), ["https://10.96.0.1:443"]);
+        // The container's own value wins, and later references see it.
+        assert_eq!(all("KUBERNETES_SERVICE_PORT"), ["6443"]);
+        assert_eq!(all("AFTER"), ["6443"]);
+        assert_eq!(all("CM_SERVICE_HOST"), ["overridden"]);
+        assert_eq!(all("CM_SERVICE_PORT"), ["80"]);
+        assert_eq!(all("KUBERNETES_SERVICE_HOST"), ["10.96.0.1"]);
+    }
+
+    #[tokio::test]
+    async fn a_namespace_kubernetes_service_wins_and_default_needs_no_get() {
+        let objects = Fixed::with(vec![
+            kubernetes(),
+            svc("ns1", "kubernetes", "10.96.5.5", &[("", 8443, "TCP")]),
+        ]);
+        let env = resolve(
+            &objects,
+            &pod(),
+            &Container::default(),
+            &Placement::default(),
+        )
+        .await
+        .unwrap();
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("KUBERNETES_SERVICE_HOST"), Some("10.96.5.5"));
+        assert_eq!(get("KUBERNETES_SERVICE_PORT_HTTPS"), None);
+
+        let objects = Fixed::with(vec![kubernetes()]);
+        let mut p = pod();
+        p.metadata.namespace = Some("default".into());
+        let env = resolve(&objects, &p, &Container::default(), &Placement::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            env.iter()
+                .find(|(n, _)| n == "KUBERNETES_SERVICE_HOST")
+                .map(|(_, v)| v.as_str()),
+            Some("10.96.0.1")
+        );
+        assert_eq!(objects.gets.load(Ordering::Relaxed), 0);
+        assert_eq!(objects.lists.load(Ordering::Relaxed), 1);
     }
 }
