@@ -6,7 +6,8 @@ mod common;
 use std::{collections::BTreeMap, io::BufRead as _, time::Duration};
 
 use common::{ECONNREFUSED, Lab};
-use skiff_datapath::{Backend, BackendState, Frontend, Protocol, Service};
+use skiff_datapath::{Backend, BackendState, Frontend, Protocol, Service, map_usage};
+use skiff_ebpf_common::MAP_SOCK_REVNAT4;
 use skiff_test_support::require_root;
 
 const VIP: &str = "10.96.0.10:80";
@@ -60,6 +61,15 @@ fn clusterip_spreads_over_backends_and_shows_the_service_as_peer() {
             "{backend} got {n} of 300: {counts:?}"
         );
     }
+
+    // Every one of those 301 sockets is closed: their reverse entries went with them
+    // (sock_release), so the LRU map holds live sockets only.
+    let revnat = map_usage(lab.pins.path())
+        .unwrap()
+        .into_iter()
+        .find(|m| m.name == MAP_SOCK_REVNAT4)
+        .unwrap();
+    assert_eq!(revnat.entries, 0, "{revnat:?}");
 }
 
 #[test]

@@ -14,7 +14,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, MapData},
     programs::{
-        CgroupSockAddr, ProgramError, SchedClassifier, TcAttachType,
+        CgroupSock, CgroupSockAddr, ProgramError, SchedClassifier, TcAttachType,
         links::{CgroupAttachMode, FdLink, LinkError, PinnedLink},
     },
 };
@@ -30,6 +30,30 @@ use crate::pinned::maps_dir;
 static SOCK_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/skiff-sock"));
 static TC_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/skiff-tc"));
 
+/// Loads `prog` (once), attaches it to the cgroup directory `cgroup` and pins its link at `pin`.
+/// A macro, not a function: aya's socket-address and socket programs are different types with
+/// the same methods.
+macro_rules! attach_pinned {
+    ($prog:expr, $cgroup:expr, $name:expr, $pin:expr) => {{
+        let (prog, name) = ($prog, $name);
+        if prog.fd().is_err() {
+            prog.load().map_err(prog_err("loading", name))?;
+        }
+        let id = prog
+            .attach($cgroup, CgroupAttachMode::Single)
+            .map_err(prog_err("attaching", name))?;
+        let link: FdLink = prog
+            .take_link(id)
+            .map_err(prog_err("taking link of", name))?
+            .try_into()
+            .map_err(|source| LoadError::Link {
+                program: name,
+                source,
+            })?;
+        pin_link(link, $pin)?;
+    }};
+}
+
 /// The socket LB programs and the names of their pinned links.
 const SOCK_PROGRAMS: [(&str, &str); 4] = [
     ("skiff_connect4", "cgroup-connect4"),
@@ -37,6 +61,8 @@ const SOCK_PROGRAMS: [(&str, &str); 4] = [
     ("skiff_recvmsg4", "cgroup-recvmsg4"),
     ("skiff_getpeername4", "cgroup-getpeername4"),
 ];
+/// Removes a released socket's reverse translation; attached beside the four above.
+const SOCK_RELEASE: (&str, &str) = ("skiff_sock_release4", "cgroup-sock-release4");
 const PROG_TC_INGRESS: &str = "skiff_tc_ingress";
 const PROG_TC_EGRESS: &str = "skiff_tc_egress";
 
@@ -217,37 +243,35 @@ impl Datapath {
         &self.config
     }
 
-    /// Attaches the socket load balancer (connect4, sendmsg4, recvmsg4, getpeername4) to a
-    /// cgroup v2 directory: every process in it (and in its descendants) gets service
-    /// addresses translated. `Adopted` when all four were attached already.
+    /// Attaches the socket load balancer (connect4, sendmsg4, recvmsg4, getpeername4, and
+    /// sock_release for its reverse entries) to a cgroup v2 directory: every process in it (and
+    /// in its descendants) gets service addresses translated. `Adopted` when all were attached
+    /// already.
     pub fn attach_cgroup(&mut self, cgroup: &Path) -> Result<Attachment, LoadError> {
+        let open_cgroup = || {
+            fs::File::open(cgroup).map_err(|source| LoadError::Io {
+                what: "opening cgroup",
+                path: cgroup.to_owned(),
+                source,
+            })
+        };
         let mut result = Attachment::Adopted;
         for (name, link) in SOCK_PROGRAMS {
             let pin = links_dir(&self.config.bpffs).join(link);
             if adopt(&pin) {
                 continue;
             }
-            let cgroup_dir = fs::File::open(cgroup).map_err(|source| LoadError::Io {
-                what: "opening cgroup",
-                path: cgroup.to_owned(),
-                source,
-            })?;
             let prog: &mut CgroupSockAddr = program(&mut self.sock, name)?;
-            if prog.fd().is_err() {
-                prog.load().map_err(prog_err("loading", name))?;
-            }
-            let id = prog
-                .attach(cgroup_dir, CgroupAttachMode::Single)
-                .map_err(prog_err("attaching", name))?;
-            let link: FdLink = prog
-                .take_link(id)
-                .map_err(prog_err("taking link of", name))?
-                .try_into()
-                .map_err(|source| LoadError::Link {
-                    program: name,
-                    source,
-                })?;
-            pin_link(link, &pin)?;
+            attach_pinned!(prog, open_cgroup()?, name, &pin);
+            result = Attachment::Attached;
+        }
+        // A datapath attached by an older skiff has no release program: it is added, and the
+        // four above stay as they are.
+        let (name, link) = SOCK_RELEASE;
+        let pin = links_dir(&self.config.bpffs).join(link);
+        if !adopt(&pin) {
+            let prog: &mut CgroupSock = program(&mut self.sock, name)?;
+            attach_pinned!(prog, open_cgroup()?, name, &pin);
             result = Attachment::Attached;
         }
         Ok(result)

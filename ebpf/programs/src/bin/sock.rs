@@ -3,6 +3,8 @@
 //! connect() and sendmsg() to a service address are rewritten to a backend before the socket
 //! sends anything, so ClusterIP traffic needs no per-packet NAT and no conntrack entry.
 //! getpeername() and recvmsg() are rewritten back, so applications see the service address.
+//! When a socket is released its reverse entry goes, so the LRU map holds live sockets only and
+//! a connect() never pays for evicting a dead one.
 //!
 //! # Minimum kernel version
 //! 5.18 (`bpf_set_retval` from cgroup sock_addr programs, used to refuse with ECONNREFUSED;
@@ -16,8 +18,8 @@ use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 use aya_ebpf::{
     EbpfContext as _,
     helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_set_retval},
-    macros::cgroup_sock_addr,
-    programs::SockAddrContext,
+    macros::{cgroup_sock, cgroup_sock_addr},
+    programs::{SockAddrContext, SockContext},
 };
 use skiff_ebpf::{lb, maps::SKIFF_SKRV4_V1, stats::bump};
 use skiff_ebpf_common::{
@@ -67,6 +69,40 @@ pub fn skiff_recvmsg4(ctx: SockAddrContext) -> i32 {
 pub fn skiff_getpeername4(ctx: SockAddrContext) -> i32 {
     reverse4(&ctx);
     SYS_PROCEED
+}
+
+#[cgroup_sock(sock_release)]
+pub fn skiff_sock_release4(ctx: SockContext) -> i32 {
+    release4(&ctx);
+    SYS_PROCEED
+}
+
+/// Forgets the reverse translation of a connected socket that is going away. Unconnected UDP
+/// sockets (no destination here; their entries name every backend they sent to) are left to
+/// the LRU.
+fn release4(ctx: &SockContext) {
+    let sk = ctx.sock;
+    // SAFETY: the kernel-provided socket context; each field read whole, as the verifier wants.
+    let (family, address, port) = unsafe {
+        (
+            read_volatile(addr_of!((*sk).family)),
+            read_volatile(addr_of!((*sk).dst_ip4)),
+            read_volatile(addr_of!((*sk).dst_port)),
+        )
+    };
+    if family != AF_INET || address == 0 {
+        return;
+    }
+    // SAFETY: helper taking the program's own context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let key = SockRevNat4Key {
+        cookie,
+        address,
+        port,
+        _pad: [0; 2],
+    };
+    // Most sockets never talked to a service: a missing key is the common case.
+    let _ = SKIFF_SKRV4_V1.remove(&key);
 }
 
 /// The address family, protocol, address and port of the syscall (address and port in
