@@ -130,8 +130,32 @@ fn agent_joins_and_serves_services_and_dns_on_its_node() {
     );
     assert!(answer.contains("web.default.svc.cluster.local"), "{answer}");
 
-    // Restarted without the token, the agent uses the certificate it got.
+    // Pods' in-cluster clients: the agent answers the kubernetes Service's address.
+    assert!(
+        agent_log().contains("in-cluster clients reach the API server here"),
+        "{}",
+        agent_log()
+    );
+
+    // Restarted without the token, the agent uses the certificate it got; that the kubernetes
+    // Service's port is taken in the node (here by a squatter) costs only the forwarder.
     agent.kill();
+    let mut squatter = lab.node.command("python3");
+    squatter.args([
+        "-c",
+        "import socket, time\n\
+         s = socket.socket(); s.bind(('10.96.0.1', 443)); s.listen(); print('bound', flush=True)\n\
+         time.sleep(120)",
+    ]);
+    squatter.stdout(Stdio::piped());
+    let mut squatter = ChildGuard::spawn(squatter, "a process holding 10.96.0.1:443");
+    let mut bound = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(squatter.child().stdout.as_mut().unwrap()),
+        &mut bound,
+    )
+    .unwrap();
+    assert_eq!(bound.trim(), "bound");
     let mut agent = start_agent(None);
     eventually("the restarted agent", Duration::from_secs(60), || {
         assert!(
@@ -142,6 +166,12 @@ fn agent_joins_and_serves_services_and_dns_on_its_node() {
         agent_log().contains("cluster DNS answering").then_some(())
     });
     assert!(!agent_log().contains("waiting for the node certificate"));
+    assert!(
+        agent_log().contains("pods cannot reach the API server through the kubernetes Service"),
+        "{}",
+        agent_log()
+    );
     let reply = lab.probe(&["tcp", &vip]);
     assert_eq!(reply["ok"], true, "{reply}");
+    squatter.kill();
 }

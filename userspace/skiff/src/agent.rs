@@ -206,14 +206,24 @@ async fn agent(args: &AgentArgs, node_name: String) -> anyhow::Result<()> {
 
     // In-cluster clients: the `kubernetes` Service's address, answered on this node.
     if !args.no_apiserver_forward {
-        let (listen, listener) = apiserver_listener(&client, args.netns.as_deref()).await?;
         let upstream = api_address(&args.server)?;
-        tokio::spawn(crate::node::forward(
-            listener,
-            upstream,
-            tokio::runtime::Handle::current(),
-        ));
-        info!(%listen, %upstream, "in-cluster clients reach the API server here");
+        // Not fatal: the node works without it (say a host web server holds port 443 on every
+        // address); only pods' in-cluster clients need it, or --advertise-address on the server.
+        match apiserver_listener(&client, args.netns.as_deref()).await {
+            Ok((listen, listener)) => {
+                tokio::spawn(crate::node::forward(
+                    listener,
+                    upstream,
+                    tokio::runtime::Handle::current(),
+                ));
+                info!(%listen, %upstream, "in-cluster clients reach the API server here");
+            }
+            Err(e) => warn!(
+                error = %format!("{e:#}"),
+                "pods cannot reach the API server through the kubernetes Service on this node \
+                 (free the port, or run the server with --advertise-address)"
+            ),
+        }
     }
 
     // Pods: containerd, the CNI plugin and the kubelet.
