@@ -116,7 +116,9 @@ async fn request(
     Ok((code, resp.into_body().collect().await?.to_bytes()))
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+/// The nearest-rank percentile `p` (0..=1) of `sorted`; zero for no samples. Shared by the
+/// benchmarks that report latencies.
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -338,8 +340,7 @@ pub fn build_and_run(root: &Path, quick: bool) -> anyhow::Result<()> {
     if crate::bench::handed_to_release(root, "api", quick)? {
         return Ok(());
     }
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let target = crate::target_dir(root);
     run(root, &target.join("release/skiff"), quick)
 }
 
@@ -522,4 +523,18 @@ async fn run_async(root: &Path, bin: &Path, quick: bool) -> anyhow::Result<()> {
     drop(server);
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_nearest_ranks() {
+        let d: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&d, 0.5), Duration::from_millis(51));
+        assert_eq!(percentile(&d, 0.99), Duration::from_millis(99));
+        assert_eq!(percentile(&d, 1.0), Duration::from_millis(100));
+        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+    }
 }

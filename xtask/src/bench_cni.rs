@@ -586,8 +586,7 @@ pub fn build_and_run(root: &Path) -> anyhow::Result<()> {
         "cargo build --release -p skiff-cni",
         crate::cargo().args(["build", "--release", "-p", "skiff-cni"]),
     )?;
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let target = crate::target_dir(root);
     let skiff = target.join("release/skiff-cni");
     let bridge = PathBuf::from("/usr/lib/cni/bridge");
     if !bridge.exists() {

@@ -40,6 +40,8 @@ use kube::{
 use serde_json::json;
 use skiff_datapath::{LbTable, PinnedLbMaps};
 
+use crate::bench_api::percentile;
+
 const IMAGE: &str = "docker.io/library/busybox:1.35";
 const BURST: usize = 100;
 const UNLOADED: usize = 10;
@@ -65,8 +67,7 @@ pub fn build_and_run(root: &Path) -> anyhow::Result<()> {
         "cargo build --release -p skiff",
         crate::cargo().args(["build", "--release", "-p", "skiff"]),
     )?;
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let target = crate::target_dir(root);
     let skiff = target.join("release/skiff");
     let pid = std::process::id();
     let name = format!("skt{pid}-bpods");
@@ -834,19 +835,6 @@ async fn delete_all(api: &Api<Pod>) -> anyhow::Result<()> {
     .await
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss,
-        reason = "an index into a short non-empty slice"
-    )]
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 fn ms(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1000.0;
     if ms < 10.0 {
@@ -1010,15 +998,6 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentiles_pick_nearest_ranks() {
-        let d: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(percentile(&d, 0.5), Duration::from_millis(51));
-        assert_eq!(percentile(&d, 0.99), Duration::from_millis(99));
-        assert_eq!(percentile(&d, 1.0), Duration::from_millis(100));
-        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
-    }
 
     #[test]
     fn bench_backends_are_distinct_and_in_the_benchmark_range() {

@@ -9,7 +9,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     fmt::Write as _,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
@@ -24,6 +24,8 @@ use kube::{
     runtime::{WatchStreamExt as _, watcher},
 };
 use serde_json::json;
+
+use crate::bench_api::percentile;
 
 /// A child process killed and reaped on drop.
 struct Proc(Child);
@@ -55,8 +57,7 @@ struct Size {
 /// Builds skiff and a release xtask (the scheduler under test runs in this process, and a
 /// debug build would measure the compiler), then runs the benchmark in that xtask.
 pub fn build_and_run(root: &Path, quick: bool) -> anyhow::Result<()> {
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let target = crate::target_dir(root);
     if crate::bench::handed_to_release(root, "scheduler", quick)? {
         return Ok(());
     }
@@ -98,18 +99,6 @@ fn deployments(pods: usize) -> Vec<usize> {
         left -= s;
     }
     out
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        reason = "an index into a non-empty slice"
-    )]
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 fn ms(d: Duration) -> String {

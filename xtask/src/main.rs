@@ -103,6 +103,11 @@ fn workspace_root() -> anyhow::Result<PathBuf> {
 }
 
 /// `cargo` with ~/.cargo/bin (where setup installs bpf-linker) first on PATH.
+/// Cargo's target directory: CARGO_TARGET_DIR when set (a shared one), else `root`/target.
+fn target_dir(root: &Path) -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
+
 fn cargo() -> Command {
     let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     let mut paths = vec![setup::cargo_home().join("bin")];
@@ -206,7 +211,7 @@ fn up(root: &Path) -> anyhow::Result<()> {
         bail!("`cargo xtask up` needs root: the sandbox is a network namespace and a cgroup");
     }
     step("cargo build", cargo().arg("build").args(PACKAGES))?;
-    let target = env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let target = target_dir(root);
     let data_dir = target.join("skiff-up");
     let err = Command::new(target.join("debug/skiff"))
         .args(["up", "--sandbox", "--data-dir"])

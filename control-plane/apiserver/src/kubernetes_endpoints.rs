@@ -41,10 +41,6 @@ fn endpoint(mode: KubernetesEndpoint, service: &Value) -> Option<SocketAddrV4> {
     }
 }
 
-fn labels() -> Value {
-    json!({"endpointslice.kubernetes.io/skip-mirror": "true"})
-}
-
 /// The Endpoints object's content (what is compared and written).
 fn desired_endpoints(addr: SocketAddrV4) -> Value {
     json!([{"addresses": [{"ip": addr.ip().to_string()}],
@@ -69,66 +65,72 @@ pub async fn reconcile<S: Store>(
     let Some(service) = get(api, services, NAME).await? else {
         return Ok(());
     };
-    let Some(addr) = endpoint(mode, &service.1) else {
+    let Some(addr) = endpoint(mode, &service) else {
         return Ok(());
     };
 
     let endpoints = registry::find("", "v1", "endpoints").expect("endpoints are served");
-    let subsets = desired_endpoints(addr);
-    match get(api, endpoints, NAME).await? {
-        Some((_, current)) if current["subsets"] == subsets => {}
-        current => {
-            let mut obj = current.map_or_else(
-                || {
-                    json!({"apiVersion": "v1", "kind": "Endpoints",
-                           "metadata": {"name": NAME, "namespace": NAMESPACE,
-                                        "uid": objects::new_uid(), "creationTimestamp": objects::now(),
-                                        "labels": labels()}})
-                },
-                |(_, obj)| obj,
-            );
-            obj["subsets"] = subsets;
-            write(api, endpoints, obj).await?;
-        }
-    }
+    let endpoints_template = json!({"apiVersion": "v1", "kind": "Endpoints",
+                                    "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}}});
+    ensure(
+        api,
+        endpoints,
+        endpoints_template,
+        [("subsets", desired_endpoints(addr))],
+    )
+    .await?;
 
     let slices = registry::find("discovery.k8s.io", "v1", "endpointslices").expect("served");
+    let slice_template = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                                "metadata": {"name": NAME, "namespace": NAMESPACE,
+                                             "labels": {"kubernetes.io/service-name": NAME,
+                                                        "endpointslice.kubernetes.io/managed-by": "skiff-apiserver"}},
+                                "addressType": "IPv4"});
     let (slice_endpoints, ports) = desired_slice(addr);
-    match get(api, slices, NAME).await? {
-        Some((_, current))
-            if current["endpoints"] == slice_endpoints && current["ports"] == ports => {}
-        current => {
-            let mut obj = current.map_or_else(
-                || {
-                    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                           "metadata": {"name": NAME, "namespace": NAMESPACE,
-                                        "uid": objects::new_uid(), "creationTimestamp": objects::now(),
-                                        "labels": {"kubernetes.io/service-name": NAME,
-                                                   "endpointslice.kubernetes.io/managed-by": "skiff-apiserver"}},
-                           "addressType": "IPv4"})
-                },
-                |(_, obj)| obj,
-            );
-            obj["endpoints"] = slice_endpoints;
-            obj["ports"] = ports;
-            write(api, slices, obj).await?;
-        }
-    }
-    Ok(())
+    ensure(
+        api,
+        slices,
+        slice_template,
+        [("endpoints", slice_endpoints), ("ports", ports)],
+    )
+    .await
 }
 
-/// The stored object `default/<name>` of `resource` with its revision.
+/// Makes `default/kubernetes` of `resource` hold `fields`: created from `template` when missing,
+/// the fields rewritten (the rest kept) when any differs, untouched otherwise.
+async fn ensure<S: Store, const N: usize>(
+    api: &ApiServer<S>,
+    resource: &registry::Resource,
+    template: Value,
+    fields: [(&str, Value); N],
+) -> Result<(), String> {
+    let mut obj = match get(api, resource, NAME).await? {
+        Some(current) if fields.iter().all(|(k, v)| current[*k] == *v) => return Ok(()),
+        Some(current) => current,
+        None => {
+            let mut obj = template;
+            obj["metadata"]["uid"] = json!(objects::new_uid());
+            obj["metadata"]["creationTimestamp"] = json!(objects::now());
+            obj
+        }
+    };
+    for (k, v) in fields {
+        obj[k] = v;
+    }
+    write(api, resource, obj).await
+}
+
+/// The stored object `default/<name>` of `resource` (its revision in resourceVersion).
 async fn get<S: Store>(
     api: &ApiServer<S>,
     resource: &registry::Resource,
     name: &str,
-) -> Result<Option<(i64, Value)>, String> {
+) -> Result<Option<Value>, String> {
     let key = objects::key(resource, Some(NAMESPACE), name);
     let Some(kv) = api.store.get(&key, None).await.map_err(|e| e.to_string())? else {
         return Ok(None);
     };
-    let obj = objects::decode(&kv).map_err(|e| e.message)?;
-    Ok(Some((kv.mod_revision, obj)))
+    objects::decode(&kv).map(Some).map_err(|e| e.message)
 }
 
 /// Creates `obj`, or replaces it if it carries the revision it was read at; a conflict (someone
@@ -168,8 +170,8 @@ mod tests {
         let endpoints = registry::find("", "v1", "endpoints").unwrap();
         let slices = registry::find("discovery.k8s.io", "v1", "endpointslices").unwrap();
         (
-            get(api, endpoints, NAME).await.unwrap().unwrap().1,
-            get(api, slices, NAME).await.unwrap().unwrap().1,
+            get(api, endpoints, NAME).await.unwrap().unwrap(),
+            get(api, slices, NAME).await.unwrap().unwrap(),
         )
     }
 

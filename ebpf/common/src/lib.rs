@@ -236,6 +236,19 @@ pub struct SockRevNat4Key {
 }
 const _: () = assert!(size_of::<SockRevNat4Key>() == 16);
 
+impl SockRevNat4Key {
+    /// The key of socket `cookie` translated to `address`:`port` (network byte order).
+    #[must_use]
+    pub const fn new(cookie: u64, address: u32, port: u16) -> Self {
+        Self {
+            cookie,
+            address,
+            port,
+            _pad: [0; 2],
+        }
+    }
+}
+
 /// Value of [`MAP_SOCK_REVNAT4`]: the service address to show instead. 8 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

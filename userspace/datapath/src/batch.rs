@@ -151,13 +151,6 @@ pub(crate) fn lookup_each<K: Pod, V: Pod>(
     }
 }
 
-/// Every entry of the map.
-pub(crate) fn lookup_all<K: Pod, V: Pod>(fd: BorrowedFd<'_>) -> Result<Vec<(K, V)>, BatchError> {
-    let mut out = Vec::new();
-    lookup_each(fd, |k, v| out.push((k, v)))?;
-    Ok(out)
-}
-
 /// The error of an update or delete call that asked for `requested` elements and got `errno`
 /// (`earlier`: earlier calls of the same batch did work). The kernel writes the count of
 /// elements it processed once it has started on them; a count left as it was means it refused
@@ -289,6 +282,12 @@ mod tests {
             b: (n % 7) as u16,
             c: 3,
         }
+    }
+
+    fn lookup_all<K: Pod, V: Pod>(fd: BorrowedFd<'_>) -> Result<Vec<(K, V)>, BatchError> {
+        let mut out = Vec::new();
+        lookup_each(fd, |k, v| out.push((k, v)))?;
+        Ok(out)
     }
 
     fn sorted<K: Ord, V: Ord>(mut v: Vec<(K, V)>) -> Vec<(K, V)> {

@@ -60,22 +60,18 @@ fn batch_err(
     }
 }
 
-/// Every entry of a hash map: batched lookups, or get_next_key + lookup per entry on kernels
-/// without them.
+/// Every entry of a hash map (see [`for_each`]).
 fn dump<K: aya::Pod, V: aya::Pod>(
     map: &HashMap<MapData, K, V>,
     name: &'static str,
 ) -> Result<Vec<(K, V)>, MapsError> {
-    match batch::lookup_all(map.map().fd().as_fd()) {
-        Err(BatchError::Unsupported) => map
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(op_err("dump", name)),
-        other => other.map_err(batch_err("dump", name, "bpf_map_lookup_batch")),
-    }
+    let mut out = Vec::new();
+    for_each(map, name, |k, v| out.push((k, v)))?;
+    Ok(out)
 }
 
-/// Calls `each` on every entry, as [`dump`] without holding them all.
+/// Calls `each` on every entry of a hash map: batched lookups, or get_next_key + lookup per
+/// entry on kernels without them.
 fn for_each<K: aya::Pod, V: aya::Pod>(
     map: &HashMap<MapData, K, V>,
     name: &'static str,

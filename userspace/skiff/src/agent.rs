@@ -204,9 +204,11 @@ async fn agent(args: &AgentArgs, node_name: String) -> anyhow::Result<()> {
         spawn_dns(args.netns.clone(), dns, cache, stop_rx.clone())?;
     }
 
+    // Where this node's forwarders (pods' in-cluster clients, the kubelet in --netns) connect.
+    let api_server = api_address(&args.server)?;
     // In-cluster clients: the `kubernetes` Service's address, answered on this node.
     if !args.no_apiserver_forward {
-        let upstream = api_address(&args.server)?;
+        let upstream = api_server;
         // Not fatal: the node works without it (say a host web server holds port 443 on every
         // address); only pods' in-cluster clients need it, or --advertise-address on the server.
         match apiserver_listener(&client, args.netns.as_deref()).await {
@@ -306,12 +308,11 @@ async fn agent(args: &AgentArgs, node_name: String) -> anyhow::Result<()> {
                     skiff_kubelet::server::ENDPOINT_ANNOTATION.to_owned(),
                     endpoint.to_string(),
                 );
-                let upstream = api_address(&args.server)?;
                 let pki = args.data_dir.join("pki");
                 let user = format!("system:node:{node_name}");
                 let node_side = crate::node::spawn_kubelet_in_netns(
                     netns.clone(),
-                    upstream,
+                    api_server,
                     tokio::runtime::Handle::current(),
                     move |url| async move {
                         let read = |f: &str| fs::read_to_string(pki.join(f));

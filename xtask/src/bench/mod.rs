@@ -110,8 +110,7 @@ pub fn handed_to_release(root: &Path, which: &str, quick: bool) -> anyhow::Resul
         "cargo build --release -p skiff -p xtask",
         crate::cargo().args(["build", "--release", "-p", "skiff", "-p", "xtask"]),
     )?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    let target = crate::target_dir(root);
     let mut cmd = std::process::Command::new(target.join("release/xtask"));
     cmd.args(["bench", which, "--setup-done"])
         .env("CARGO_MANIFEST_DIR", root.join("xtask"));

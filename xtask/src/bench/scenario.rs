@@ -915,3 +915,38 @@ pub fn fmt_us(us: f64) -> String {
 pub fn fmt_duration(d: Duration) -> String {
     fmt_us(d.as_secs_f64() * 1e6)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(only: Option<&[&str]>) -> DatapathArgs {
+        DatapathArgs {
+            quick: true,
+            sizes: None,
+            duration: None,
+            reps: None,
+            only: only.map(|o| o.iter().map(|s| (*s).to_owned()).collect()),
+        }
+    }
+
+    #[test]
+    fn only_picks_datapaths_in_run_order_and_names_the_choices_on_a_typo() {
+        assert_eq!(
+            Settings::resolve(&args(None)).unwrap().datapaths,
+            Datapath::MEASURED
+        );
+        assert_eq!(
+            Settings::resolve(&args(Some(&["nft", "skiff"])))
+                .unwrap()
+                .datapaths,
+            [Datapath::Skiff, Datapath::Nft]
+        );
+        let err = Settings::resolve(&args(Some(&["ipvs"]))).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("skiff, iptables-legacy, iptables-nft and nft"),
+            "{err}"
+        );
+    }
+}

@@ -95,12 +95,7 @@ fn release4(ctx: &SockContext) {
     }
     // SAFETY: helper taking the program's own context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let key = SockRevNat4Key {
-        cookie,
-        address,
-        port,
-        _pad: [0; 2],
-    };
+    let key = SockRevNat4Key::new(cookie, address, port);
     // Most sockets never talked to a service: a missing key is the common case.
     let _ = SKIFF_SKRV4_V1.remove(&key);
 }
@@ -166,12 +161,7 @@ fn translate4(ctx: &SockAddrContext) -> Result<i32, i32> {
     write(ctx, selected.backend.address, selected.backend.port);
     // SAFETY: helper taking the program's own context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let rev_key = SockRevNat4Key {
-        cookie,
-        address: selected.backend.address,
-        port: selected.backend.port,
-        _pad: [0; 2],
-    };
+    let rev_key = SockRevNat4Key::new(cookie, selected.backend.address, selected.backend.port);
     let rev = SockRevNat4 {
         address,
         port,
@@ -198,12 +188,7 @@ fn reverse4(ctx: &SockAddrContext) {
     }
     // SAFETY: helper taking the program's own context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let key = SockRevNat4Key {
-        cookie,
-        address,
-        port,
-        _pad: [0; 2],
-    };
+    let key = SockRevNat4Key::new(cookie, address, port);
     // SAFETY: copied out at once.
     if let Some(rev) = unsafe { SKIFF_SKRV4_V1.get(&key).copied() } {
         write(ctx, rev.address, rev.port);
